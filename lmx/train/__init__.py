@@ -1,0 +1,1 @@
+"""Training: optimizer, loss, pure step functions, checkpoints, metrics and the loop."""

@@ -1,0 +1,92 @@
+"""Orbax checkpoints of the train state, the data-iterator state and run metadata.
+
+Each step directory holds three items: `state` (params, optimizer state, step, RNG; restored
+directly into the target shardings, so a checkpoint written under one mesh restores under another),
+`data` (the Grain iterator state as JSON) and `meta` (config, tokenizer and corpus fingerprints).
+Saves are asynchronous and atomic (Orbax finalises a step only when every item is written);
+restore walks back from the newest step to the newest one that reads cleanly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import orbax.checkpoint as ocp
+
+from lmx.errors import CheckpointError
+
+
+class Checkpointer:
+    def __init__(self, directory: Path, keep: int = 2, async_save: bool = True, save_interval: int = 1):
+        self.directory = Path(directory).absolute()
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep, enable_async_checkpointing=async_save, create=True
+        )
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    def latest_step(self) -> int | None:
+        steps = self.steps()
+        return steps[-1] if steps else None
+
+    def save(self, step: int, state: dict, data_state: dict, meta: dict) -> None:
+        self.manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                data=ocp.args.JsonSave(data_state),
+                meta=ocp.args.JsonSave(meta),
+            ),
+            force=True,
+        )
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+    def read_meta(self, step: int) -> dict:
+        restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        return restored["meta"]
+
+    def restore(self, abstract_state, step: int | None = None):
+        """Restore (step, state, data_state, meta); `abstract_state` leaves carry target shardings.
+
+        With `step=None` the newest readable step is used; unreadable newer steps are skipped with a
+        warning. A requested step that does not exist or cannot be read raises CheckpointError.
+        """
+        candidates = [step] if step is not None else list(reversed(self.steps()))
+        if not candidates or (step is not None and step not in self.steps()):
+            raise CheckpointError(f"no checkpoint{'' if step is None else f' at step {step}'} in {self.directory}")
+        errors = []
+        for candidate in candidates:
+            try:
+                restored = self.manager.restore(
+                    candidate,
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore(abstract_state),
+                        data=ocp.args.JsonRestore(),
+                        meta=ocp.args.JsonRestore(),
+                    ),
+                )
+            except Exception as exc:  # orbax raises many types for damaged files
+                errors.append(f"step {candidate}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+                continue
+            if errors:
+                import warnings
+
+                warnings.warn("skipped unreadable checkpoints: " + "; ".join(errors), stacklevel=2)
+            return candidate, restored["state"], restored["data"], restored["meta"]
+        raise CheckpointError(f"unreadable checkpoint in {self.directory}: " + "; ".join(errors))
+
+
+def abstract_with_shardings(state, shardings):
+    """ShapeDtypeStructs carrying the target shardings, the form Orbax restores into."""
+    return jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings
+    )

@@ -29,7 +29,13 @@ def _split_micro(batch: dict, k: int) -> dict:
     return jax.tree.map(lambda x: x.reshape(x.shape[0] // k, k, *x.shape[1:]).swapaxes(0, 1), batch)
 
 
-def make_train_step(graphdef, tx: optax.GradientTransformation, schedule, config: Config):
+def make_loss_and_grads(graphdef, config: Config):
+    """fn(params, batch) -> (sums, gradient sums); sums = {nll, z, tokens} over the whole batch.
+
+    With `optim.grad_accum_steps = k` the batch is split into k micro-batches whose sums and
+    gradient sums are accumulated under a scan; dividing by the token count afterwards gives
+    exactly the mean-token gradient of the whole batch.
+    """
     k = config.optim.grad_accum_steps
     z_coef = config.optim.z_loss
 
@@ -52,6 +58,12 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, schedule, config
         zero = (zero_sums, jax.tree.map(jnp.zeros_like, params))
         (sums, grads), _ = jax.lax.scan(body, zero, _split_micro(batch, k))
         return sums, grads
+
+    return sums_and_grads
+
+
+def make_train_step(graphdef, tx: optax.GradientTransformation, schedule, config: Config):
+    sums_and_grads = make_loss_and_grads(graphdef, config)
 
     def train_step(state: dict, batch: dict):
         params, opt_state = state["params"], state["opt_state"]

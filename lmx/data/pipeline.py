@@ -1,0 +1,91 @@
+"""Grain input pipelines over packed windows: an endless shuffled training iterator and fixed validation batches.
+
+Process p of P sees rows p, p + P, p + 2P, ... of every global batch (batch_size // P rows), so the
+processes' local batches are disjoint and together form the global batch. The training iterator's
+`get_state()` is a small JSON-serialisable dict; `set_state` on a freshly built iterator (same data,
+config, seed and process) continues with exactly the batches the original would have produced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import grain
+import numpy as np
+
+from lmx.config import DataConfig
+from lmx.data.windows import EXAMPLE_KEYS, PackedWindows
+from lmx.errors import ConfigError
+
+
+def local_batch_size(data_config: DataConfig, process_index: int, process_count: int) -> int:
+    """`batch_size // process_count`; ConfigError unless it divides evenly and the index is in range."""
+    if process_count < 1 or not 0 <= process_index < process_count:
+        raise ConfigError(f"process_index: {process_index} is not in [0, {process_count})")
+    if data_config.batch_size % process_count:
+        raise ConfigError(
+            f"data.batch_size: global batch {data_config.batch_size} is not divisible by {process_count} processes"
+        )
+    return data_config.batch_size // process_count
+
+
+def shuffle_seed(data_config: DataConfig, seed: int) -> int:
+    """32-bit shuffle seed derived from data.shuffle_seed and the run seed (both change the order)."""
+    digest = hashlib.sha256(f"lmx-shuffle:{data_config.shuffle_seed}:{seed}".encode()).hexdigest()
+    return int(digest[:8], 16)
+
+
+def make_train_iterator(
+    tokens: np.ndarray,
+    data_config: DataConfig,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    *,
+    eos_id: int,
+    pad_id: int,
+) -> grain.DatasetIterator:
+    """Endless iterator of local batches {key: array [batch_size // process_count, seq_len]}.
+
+    Windows are shuffled globally with a seeded permutation that changes every epoch, epochs follow
+    each other seamlessly (a global batch may straddle two), and incomplete batches never occur.
+    """
+    local = local_batch_size(data_config, process_index, process_count)
+    source = PackedWindows(tokens, data_config.seq_len, eos_id, pad_id)
+    dataset = (
+        grain.MapDataset.source(source)
+        .shuffle(seed=shuffle_seed(data_config, seed))
+        .repeat(None)[process_index::process_count]
+        .batch(local, drop_remainder=True)
+    )
+    read_options = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)  # in-process, no threads
+    return iter(dataset.to_iter_dataset(read_options))
+
+
+def valid_batches(
+    tokens: np.ndarray,
+    data_config: DataConfig,
+    n_batches: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    *,
+    eos_id: int,
+    pad_id: int,
+) -> list[dict[str, np.ndarray]]:
+    """The first n_batches global batches of windows in stream order (fewer if the split is short, never 0).
+
+    The last batch is filled with all-padding rows (loss_mask 0) when windows run out.
+    """
+    if n_batches < 1:
+        raise ConfigError(f"train.eval_batches: must be positive, got {n_batches}")
+    local = local_batch_size(data_config, process_index, process_count)
+    source = PackedWindows(tokens, data_config.seq_len, eos_id, pad_id)
+    global_batch = data_config.batch_size
+    count = min(n_batches, math.ceil(len(source) / global_batch))
+    batches = []
+    for b in range(count):
+        rows = [b * global_batch + process_index + process_count * k for k in range(local)]
+        examples = [source[r] if r < len(source) else source.padding_example() for r in rows]
+        batches.append({key: np.stack([ex[key] for ex in examples]) for key in EXAMPLE_KEYS})
+    return batches

@@ -1,0 +1,121 @@
+"""The `lmx` command's main paths and its error contract: one line on stderr, exit code 2, nothing written."""
+
+import json
+
+import pytest
+
+from lmx.cli import main
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory, cache_dir):
+    run_dir = tmp_path_factory.mktemp("cli") / "run"
+    code = main(["train", "--config", "tiny", "--quiet", "--run-dir", str(run_dir),
+                 "--set", f"data.cache_dir={cache_dir}"])
+    assert code == 0
+    return run_dir
+
+
+def _one_line_error(capsys, *words):
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    for word in words:
+        assert word in err, err
+    return err
+
+
+def test_train_prints_summary_and_samples(cli_run, capsys):
+    summary = json.loads((cli_run / "summary.json").read_text())
+    assert summary["steps"] == 8
+
+
+def test_eval_reports_the_final_validation_loss(cli_run, capsys):
+    assert main(["eval", "--run", str(cli_run), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    summary = json.loads((cli_run / "summary.json").read_text())
+    assert result["step"] == 8
+    assert result["loss"] == pytest.approx(summary["val_loss"], rel=1e-6)
+    assert result["bits_per_byte"] == pytest.approx(summary["val_bits_per_byte"], rel=1e-6)
+
+
+def test_info_counts_parameters(capsys):
+    from lmx.config import load_config
+    from lmx.nn import param_count
+
+    assert main(["info", "--config", "tiny", "--json", "--set", "model.n_layers=3"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["params"] == param_count(load_config("tiny", ["model.n_layers=3"]).model)
+    assert info["n_layers"] == 3
+
+
+def test_help_exits_zero(capsys):
+    for argv in (["--help"], ["train", "--help"], ["eval", "--help"], ["info", "--help"]):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 0
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("model.nope=1", ["model.nope", "unknown"]),
+        ("model.d_model=wide", ["model.d_model", "integer"]),
+        ("model.n_heads=5", ["n_heads=5", "d_model"]),
+        ("model.n_kv_heads=3", ["n_kv_heads=3"]),
+        ("optim.lr=-1", ["optim.lr", "positive"]),
+        ("train.steps=0", ["train.steps"]),
+        ("data.batch_size=0", ["data.batch_size"]),
+        ("data.corpus=/nonexistent/corpus/dir", ["data.corpus", "/nonexistent/corpus/dir"]),
+        ("mesh.shape={\"data\": 3}", ["mesh.shape", "3"]),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, cache_dir, override, words):
+    run_dir = tmp_path / "run"
+    code = main(["train", "--config", "tiny", "--quiet", "--run-dir", str(run_dir),
+                 "--set", f"data.cache_dir={cache_dir}", "--set", override])
+    assert code == 2
+    _one_line_error(capsys, *words)
+    if "corpus" not in override:
+        assert not run_dir.exists()
+
+
+def test_empty_corpus_is_refused(tmp_path, capsys, cache_dir):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code = main(["train", "--config", "tiny", "--quiet", "--run-dir", str(tmp_path / "run"),
+                 "--set", f"data.cache_dir={cache_dir}", "--set", f"data.corpus={empty}"])
+    assert code == 2
+    _one_line_error(capsys, "data.corpus")
+
+
+def test_existing_run_with_other_config_is_refused_and_untouched(cli_run, capsys, cache_dir):
+    before = {p.name: p.stat().st_mtime_ns for p in cli_run.iterdir()}
+    config_text = (cli_run / "config.json").read_text()
+    code = main(["train", "--config", "tiny", "--quiet", "--run-dir", str(cli_run),
+                 "--set", f"data.cache_dir={cache_dir}", "--set", "model.d_model=64"])
+    assert code == 2
+    _one_line_error(capsys, "different config", "--force")
+    assert (cli_run / "config.json").read_text() == config_text
+    assert {p.name: p.stat().st_mtime_ns for p in cli_run.iterdir()} == before
+
+
+def test_same_config_without_resume_is_refused(cli_run, capsys, cache_dir):
+    code = main(["train", "--config", "tiny", "--quiet", "--run-dir", str(cli_run),
+                 "--set", f"data.cache_dir={cache_dir}"])
+    assert code == 2
+    _one_line_error(capsys, "--resume")
+
+
+def test_eval_of_a_missing_or_damaged_run(tmp_path, capsys, cli_run):
+    assert main(["eval", "--run", str(tmp_path / "nothing")]) == 2
+    _one_line_error(capsys, "not an lmx run directory")
+    import shutil
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(cli_run, damaged)
+    for step_dir in (damaged / "checkpoints").iterdir():
+        for item in step_dir.rglob("*"):
+            if item.is_file() and item.stat().st_size > 0 and "state" in str(item):
+                item.write_bytes(b"\0" * 7)
+    assert main(["eval", "--run", str(damaged)]) == 2
+    _one_line_error(capsys, "checkpoint")

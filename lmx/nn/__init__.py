@@ -1,0 +1,53 @@
+"""Model building blocks for lmx: norms, positions, FFN, attention, the Transformer, accounting.
+
+Every module is a Flax NNX module usable in one's own model; every parameter carries logical axis
+names (see `logical_partition_specs`). Registries map config names to implementations: NORMS
+(config.norm), POSITIONS (config.position), FFN_ACTIVATIONS (config.ffn), ATTENTION_IMPLS
+(config.attention_impl), REMAT (config.remat). See docs/model.md.
+"""
+
+from lmx import config as _config
+from lmx.nn.accounting import flops_per_token, matmul_params, param_count
+from lmx.nn.attention import ATTENTION_IMPLS, Attention, segment_mask
+from lmx.nn.mlp import FFN_ACTIVATIONS, MLP, FFNActivation
+from lmx.nn.norms import NORMS, LayerNorm, RMSNorm
+from lmx.nn.params import logical_names, param
+from lmx.nn.partition import logical_partition_specs
+from lmx.nn.positions import POSITIONS, apply_rope, rope_frequencies
+from lmx.nn.remat import REMAT
+from lmx.nn.transformer import Block, Transformer
+
+# the config's accepted names and these registries must agree
+for _names, _registry in (
+    (_config.NORMS, NORMS),
+    (_config.POSITIONS, POSITIONS),
+    (_config.FFNS, FFN_ACTIVATIONS),
+    (_config.ATTENTION_IMPLS, ATTENTION_IMPLS),
+    (_config.REMAT_POLICIES, REMAT),
+):
+    if set(_names) != set(_registry):
+        raise ImportError(f"lmx.config lists {sorted(_names)} but lmx.nn implements {sorted(_registry)}")
+
+__all__ = [
+    "ATTENTION_IMPLS",
+    "Attention",
+    "Block",
+    "FFNActivation",
+    "FFN_ACTIVATIONS",
+    "LayerNorm",
+    "MLP",
+    "NORMS",
+    "POSITIONS",
+    "REMAT",
+    "RMSNorm",
+    "Transformer",
+    "apply_rope",
+    "flops_per_token",
+    "logical_names",
+    "logical_partition_specs",
+    "matmul_params",
+    "param",
+    "param_count",
+    "rope_frequencies",
+    "segment_mask",
+]

@@ -1,0 +1,58 @@
+"""Position encodings applied to queries and keys, as pure functions.
+
+RoPE (Su et al. 2021, arXiv:2104.09864) in the half-split layout of GPT-NeoX/Llama: the head
+dimension K is split into halves (x1, x2) = (x[..., :K/2], x[..., K/2:]), and pair i is rotated by
+the angle p * theta_i with theta_i = base^(-2i/K):
+    out = concat(x1 * cos - x2 * sin, x2 * cos + x1 * sin).
+Angles and the rotation are computed in float32; the result has x's dtype. Positions are explicit
+(B, L) integer arrays so packed documents can restart them.
+
+`POSITIONS` maps `config.position` names to functions `(x_BxLxHxK, positions_BxL, theta) -> x`;
+"none" (NoPE, Kazemnejad et al. 2023, arXiv:2305.19466) returns x unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+
+def rope_frequencies(head_dim: int, theta: float = 10000.0) -> jax.Array:
+    """inv_freq[i] = theta^(-2i/head_dim) for i in [0, head_dim/2), float32 of shape (head_dim/2,)."""
+    if head_dim % 2:
+        raise ValueError(f"RoPE needs an even head dimension, got {head_dim}")
+    exponents = jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim
+    return 1.0 / (theta**exponents)
+
+
+def apply_rope(x_BxLxHxK: jax.Array, positions_BxL: jax.Array, theta: float = 10000.0) -> jax.Array:
+    """Rotate every head of x by its token's position (half-split layout; see the module docstring)."""
+    head_dim = x_BxLxHxK.shape[-1]
+    inv_freq_F = rope_frequencies(head_dim, theta)  # F = K/2
+    angles_BxLxF = positions_BxL.astype(jnp.float32)[..., None] * inv_freq_F
+    cos_BxLx1xF = jnp.cos(angles_BxLxF)[:, :, None, :]
+    sin_BxLx1xF = jnp.sin(angles_BxLxF)[:, :, None, :]
+    x = x_BxLxHxK.astype(jnp.float32)
+    x1_BxLxHxF, x2_BxLxHxF = x[..., : head_dim // 2], x[..., head_dim // 2 :]
+    rotated = jnp.concatenate(
+        [
+            x1_BxLxHxF * cos_BxLx1xF - x2_BxLxHxF * sin_BxLx1xF,
+            x2_BxLxHxF * cos_BxLx1xF + x1_BxLxHxF * sin_BxLx1xF,
+        ],
+        axis=-1,
+    )
+    return rotated.astype(x_BxLxHxK.dtype)
+
+
+def no_position(x_BxLxHxK: jax.Array, positions_BxL: jax.Array, theta: float = 10000.0) -> jax.Array:
+    """NoPE: no position signal beyond the causal mask; returns x unchanged."""
+    del positions_BxL, theta
+    return x_BxLxHxK
+
+
+POSITIONS: dict[str, Callable[[jax.Array, jax.Array, float], jax.Array]] = {
+    "rope": apply_rope,
+    "none": no_position,
+}

@@ -1,0 +1,37 @@
+"""Tiny configs and jitted forwards shared by the lmx.nn tests."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from lmx.config import ModelConfig
+from lmx.nn import Transformer
+
+TINY = ModelConfig(d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64, vocab_size=300, max_seq_len=32)
+
+
+def tiny_config(**overrides) -> ModelConfig:
+    return dataclasses.replace(TINY, **overrides)
+
+
+def build(config: ModelConfig, seed: int = 0) -> Transformer:
+    return Transformer(config, rngs=nnx.Rngs(seed))
+
+
+def forward_fn(model: Transformer):
+    """jitted (state, tokens, positions, segment_ids) -> logits, plus the model's state."""
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def forward(state, tokens, positions=None, segment_ids=None):
+        return nnx.merge(graphdef, state)(tokens, positions, segment_ids)
+
+    return forward, state
+
+
+def random_tokens(seed: int, batch: int, length: int, vocab: int) -> jax.Array:
+    return jax.random.randint(jax.random.key(seed), (batch, length), 0, vocab, dtype=jnp.int32)

@@ -1,0 +1,114 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from lmx import config as lmx_config
+from lmx.nn import ATTENTION_IMPLS, Attention, logical_names
+
+from . import reference as ref
+
+B, L, D = 2, 16, 32
+
+
+def _x(seed=0):
+    return np.random.default_rng(seed).normal(size=(B, L, D)).astype(np.float32)
+
+
+def _weights(attn):
+    return [np.asarray(p[...], np.float64) for p in (attn.query, attn.key, attn.value, attn.out)]
+
+
+def _positions(restart_at=None):
+    pos = np.tile(np.arange(L), (B, 1))
+    if restart_at is not None:
+        pos[:, restart_at:] -= restart_at
+    return pos.astype(np.int32)
+
+
+@pytest.mark.parametrize("position", ["rope", "none"])
+def test_mha_matches_numpy(position):
+    attn = Attention(D, 4, 4, position=position, init_std=0.3, rngs=nnx.Rngs(0))
+    x, pos = _x(), _positions()
+    expected = ref.mha(x, *_weights(attn), positions=pos, use_rope=position == "rope")
+    got = attn(jnp.asarray(x), jnp.asarray(pos))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_segment_ids_match_numpy_masked_attention():
+    attn = Attention(D, 4, 4, init_std=0.3, rngs=nnx.Rngs(1))
+    x, pos = _x(1), _positions(restart_at=5)
+    seg = np.where(np.arange(L) < 5, 0, 1)[None].repeat(B, 0).astype(np.int32)
+    expected = ref.mha(x, *_weights(attn), positions=pos, segment_ids=seg)
+    got = attn(jnp.asarray(x), jnp.asarray(pos), jnp.asarray(seg))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("n_kv_heads", [1, 2])
+def test_gqa_equals_mha_with_repeated_kv_heads(n_kv_heads):
+    n_heads = 4
+    gqa = Attention(D, n_heads, n_kv_heads, init_std=0.3, rngs=nnx.Rngs(2))
+    mha = Attention(D, n_heads, n_heads, rngs=nnx.Rngs(3))
+    group = n_heads // n_kv_heads
+    mha.query[...] = gqa.query[...]
+    mha.out[...] = gqa.out[...]
+    # query head n reads kv head n // group
+    mha.key[...] = jnp.repeat(gqa.key[...], group, axis=1)
+    mha.value[...] = jnp.repeat(gqa.value[...], group, axis=1)
+    x, pos = jnp.asarray(_x(2)), jnp.asarray(_positions())
+    np.testing.assert_allclose(gqa(x, pos), mha(x, pos), rtol=1e-5, atol=1e-5)
+    # and both equal the numpy reference with the repeated weights
+    np.testing.assert_allclose(
+        gqa(x, pos), ref.mha(_x(2), *_weights(mha), positions=_positions()), rtol=1e-4, atol=1e-4
+    )
+
+
+def test_parameter_shapes_and_names():
+    attn = Attention(D, 4, 2, head_dim=12, rngs=nnx.Rngs(0))
+    assert attn.query.shape == (D, 4, 12) and attn.key.shape == (D, 2, 12)
+    assert attn.value.shape == (D, 2, 12) and attn.out.shape == (4, 12, D)
+    assert logical_names(attn.query) == ("embed", "heads", "head_dim")
+    assert logical_names(attn.key) == logical_names(attn.value) == ("embed", "kv_heads", "head_dim")
+    assert logical_names(attn.out) == ("heads", "head_dim", "embed")
+    assert attn(jnp.ones((1, 3, D))).shape == (1, 3, D)
+
+
+def test_impl_registry_and_auto_equals_xla():
+    assert ATTENTION_IMPLS == {"xla": "xla", "cudnn": "cudnn", "auto": None}
+    assert set(ATTENTION_IMPLS) == set(lmx_config.ATTENTION_IMPLS)
+    xla = Attention(D, 4, 2, impl="xla", rngs=nnx.Rngs(0))
+    auto = Attention(D, 4, 2, impl="auto", rngs=nnx.Rngs(0))
+    x = jnp.asarray(_x())
+    np.testing.assert_allclose(xla(x), auto(x), rtol=1e-6, atol=1e-7)
+
+
+def test_bf16_compute_close_to_fp32():
+    kw = dict(init_std=0.3, rngs=nnx.Rngs(4))
+    fp32 = Attention(D, 4, 2, **kw)
+    bf16 = Attention(D, 4, 2, compute_dtype=jnp.bfloat16, init_std=0.3, rngs=nnx.Rngs(4))
+    x = jnp.asarray(_x(3))
+    y32, y16 = fp32(x), bf16(x)
+    assert y16.dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(y16)))
+    np.testing.assert_allclose(np.asarray(y16, np.float32), y32, rtol=0.05, atol=0.05)
+
+
+def _primitive_dtypes(jaxpr, name):
+    """Output dtypes of every `name` primitive in a jaxpr, descending into sub-jaxprs."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == name:
+            found += [v.aval.dtype for v in eqn.outvars]
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    found += _primitive_dtypes(inner, name)
+    return found
+
+
+def test_bf16_compute_softmax_in_float32():
+    attn = Attention(D, 4, 2, compute_dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+    jaxpr = jax.make_jaxpr(lambda x: attn(x))(jnp.ones((1, 4, D), jnp.bfloat16))
+    exp_dtypes = _primitive_dtypes(jaxpr.jaxpr, "exp")
+    assert exp_dtypes and all(d == jnp.float32 for d in exp_dtypes), exp_dtypes

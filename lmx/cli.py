@@ -31,7 +31,7 @@ def _cmd_train(args) -> int:
     else:
         config = load_config(args.config or "default", args.overrides)
     summary = train(config, run_dir=args.run_dir, resume=args.resume, force=args.force,
-                    show_progress=not args.quiet)
+                    show_progress=not args.quiet, force_tokenizer=args.force_tokenizer)
     _print_summary(summary)
     return 0
 
@@ -41,7 +41,8 @@ def _print_summary(summary: dict) -> None:
     from rich.table import Table
 
     console = Console()
-    table = Table(title="lmx train: summary", show_header=False)
+    title = "lmx train: summary" if summary["status"] == "completed" else f"lmx train: {summary['status']}"
+    table = Table(title=title, show_header=False)
     rows = [
         ("parameters", f"{summary['params']:,} ({summary['params_non_embedding']:,} non-embedding)"),
         ("tokens seen", f"{summary['tokens_seen']:,}"),
@@ -135,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its newest checkpoint")
     train.add_argument("--force", action="store_true",
                        help="overwrite a run directory that holds another run or this one")
+    train.add_argument("--force-tokenizer", action="store_true",
+                       help="resume even if the tokenizer fingerprint differs from the checkpoint's")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=_cmd_train)
 

@@ -16,7 +16,7 @@ import math
 import types
 import typing
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from lmx.errors import ConfigError
 
@@ -64,7 +64,7 @@ class ModelConfig:
     max_seq_len: int = 256
     position: str = "rope"
     rope_theta: float = 10000.0
-    rope_scaling: Optional[dict] = None
+    rope_scaling: dict | None = None
     ffn: str = "swiglu"
     norm: str = "rmsnorm"
     norm_eps: float = 1e-5
@@ -195,13 +195,15 @@ class TrainConfig:
     async_checkpointing: bool = True
     log_every: int = 10
     nonfinite: str = "halt"
-    run_dir: str = ""  # "" -> runs/<config name>
+    run_dir: str = ""  # "" -> runs/<config name>-<timestamp>
+    preemption_grace_seconds: float = 120.0
 
     def __post_init__(self):
         _check_positive(self.steps, "train.steps")
         for name in ("eval_every", "eval_batches", "checkpoint_every", "keep_checkpoints", "log_every"):
             _check_positive(getattr(self, name), f"train.{name}")
         _check_choice(self.nonfinite, NONFINITE_POLICIES, "train.nonfinite")
+        _check_positive(self.preemption_grace_seconds, "train.preemption_grace_seconds")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,7 +8,7 @@ stand for (the tokenizer's `token_bytes`), so models with different tokenizers c
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import jax
 

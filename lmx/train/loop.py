@@ -33,8 +33,9 @@ from lmx.parallel.shardings import batch_sharding, data_parallel_size, tree_shar
 from lmx.train.checkpoint import Checkpointer, abstract_with_shardings
 from lmx.train.metrics import MetricsWriter
 from lmx.train.optimizer import make_optimizer
+from lmx.train.preemption import PreemptionGuard
 from lmx.train.progress import TrainProgress
-from lmx.train.run_dir import default_run_dir, prepare_run_dir
+from lmx.train.run_dir import check_free_space, checkpoint_bytes, default_run_dir, prepare_run_dir
 from lmx.train.step import make_eval_step, make_train_step
 
 
@@ -169,17 +170,23 @@ def train(
     force: bool = False,
     show_progress: bool = True,
     console=None,
+    force_tokenizer: bool = False,
 ) -> dict:
-    """Train `config` into `run_dir`; returns the summary dict also written to summary.json."""
+    """Train `config` into `run_dir`; returns the summary dict also written to summary.json.
+
+    SIGTERM/SIGINT save a checkpoint at the next step boundary and return normally (summary
+    `status: "preempted"`); `lmx train --resume` continues from there.
+    """
     wall_start = time.monotonic()
     run_dir = Path(run_dir) if run_dir else default_run_dir(config)
     mesh = make_mesh(config.mesh)
     check_parallelism(config, mesh)
     if jax.process_index() == 0:
         prepare_run_dir(run_dir, config, resume=resume, force=force)
-    progress_log = TrainProgress(config.train.steps, 0, console=console, enabled=show_progress)
-    data = prepare_data(config, log=progress_log.message)
+    log = TrainProgress(config.train.steps, 0, console=console, enabled=show_progress)
+    data = prepare_data(config, log=log.message)
     trainer = build_trainer(config, data.tokenizer.token_bytes, mesh=mesh)
+    check_free_space(run_dir, checkpoint_bytes(trainer.abstract_state), config.train.keep_checkpoints)
     checkpointer = Checkpointer(
         run_dir / "checkpoints", keep=config.train.keep_checkpoints, async_save=config.train.async_checkpointing
     )
@@ -188,9 +195,10 @@ def train(
     if resume and checkpointer.latest_step() is not None:
         abstract = abstract_with_shardings(trainer.abstract_state, trainer.state_shardings)
         start_step, state, data_state, meta = checkpointer.restore(abstract)
-        check_tokenizer_fingerprint(meta, data.tokenizer.fingerprint, "--resume")
+        if not force_tokenizer:
+            check_tokenizer_fingerprint(meta, data.tokenizer.fingerprint, "--resume")
         iterator.set_state(data_state)
-        progress_log.message(f"resumed {run_dir} at step {start_step}")
+        log.message(f"resumed {run_dir} at step {start_step}")
     else:
         state = trainer.init_state()
     if jax.process_index() == 0:
@@ -198,83 +206,150 @@ def train(
     valid = [to_global(b, trainer.batch_sharding) for b in data.valid_batches(
         config.train.eval_batches, jax.process_index(), jax.process_count())]
     writer = MetricsWriter(run_dir, truncate_after_step=start_step) if jax.process_index() == 0 else None
-    progress_log.close()
+    log.close()
 
-    total = config.train.steps
-    tokens_per_step = config.data.batch_size * config.data.seq_len
-    progress = TrainProgress(total, start_step, console=console, enabled=show_progress)
-    eval_result, skipped, timed_steps, timed_seconds = None, 0, 0, 0.0
+    loop = _Loop(config, trainer, data, checkpointer, writer, run_dir, valid)
     try:
+        with PreemptionGuard(config.train.preemption_grace_seconds) as guard:
+            state = loop.run(state, iterator, start_step, guard, show_progress, console)
+    finally:
+        loop.progress_close()
+        try:
+            checkpointer.close()
+        except Exception as exc:  # a failed asynchronous save surfaces here
+            raise CheckpointError(f"saving a checkpoint to {run_dir / 'checkpoints'} failed: {exc}; "
+                                  "earlier checkpoints are intact") from None
+        if writer:
+            writer.close()
+
+    eval_result = loop.eval_result or evaluate(trainer.eval_step, state["params"], valid)
+    samples = []
+    if loop.status == "completed" and config.eval.sample_prompts and config.eval.sample_tokens:
+        model = nnx.merge(trainer.graphdef, state["params"])
+        continuations = greedy_generate(model, data.tokenizer, list(config.eval.sample_prompts),
+                                        config.eval.sample_tokens, config.data.seq_len)
+        samples = [{"prompt": p, "completion": c} for p, c in zip(config.eval.sample_prompts, continuations)]
+    summary = _summary(config, data, loop, eval_result, samples, run_dir, start_step if resume else None,
+                       time.monotonic() - wall_start)
+    if jax.process_index() == 0:
+        tmp = run_dir / "summary.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2, default=str))
+        os.replace(tmp, run_dir / "summary.json")
+    return summary
+
+
+class _Loop:
+    """The step loop: train, log, evaluate, checkpoint, honour preemption and the non-finite policy."""
+
+    def __init__(self, config: Config, trainer: Trainer, data, checkpointer: Checkpointer, writer, run_dir: Path,
+                 valid: list[dict]):
+        self.config, self.trainer, self.data = config, trainer, data
+        self.checkpointer, self.writer, self.run_dir = checkpointer, writer, run_dir
+        self.valid = valid
+        self.eval_result = None
+        self.status = "completed"
+        self.last_step = 0
+        self.last_loss = None
+        self.skipped = 0
+        self.timed_steps, self.timed_seconds = 0, 0.0
+        self.tokens_per_step = config.data.batch_size * config.data.seq_len
+        self._progress = None
+
+    def progress_close(self) -> None:
+        if self._progress is not None:
+            self._progress.close()
+
+    def _save(self, step: int, state: dict, iterator) -> None:
+        try:
+            self.checkpointer.save(step, state, iterator.get_state(), _meta(self.config, self.data, step))
+        except Exception as exc:
+            raise CheckpointError(
+                f"saving the checkpoint of step {step} to {self.checkpointer.directory} failed: "
+                f"{type(exc).__name__}: {exc}; earlier checkpoints are intact"
+            ) from None
+
+    def _halt(self, state: dict, batch: dict, step: int, loss: float) -> None:
+        from lmx.train.diagnose import first_nonfinite_tensor
+
+        culprit = first_nonfinite_tensor(self.trainer.graphdef, state["params"], batch, self.config.optim.z_loss)
+        last = self.checkpointer.latest_step()
+        raise NonFiniteError(
+            f"train.nonfinite=halt: non-finite loss or gradient at step {step + 1} (batch index {step}, "
+            f"loss={loss}); first non-finite tensor: {culprit}; last good checkpoint: "
+            f"{'none' if last is None else f'step {last}'} in {self.checkpointer.directory}"
+        )
+
+    def run(self, state: dict, iterator, start_step: int, guard: PreemptionGuard, show_progress, console) -> dict:
+        config, trainer, total = self.config, self.trainer, self.config.train.steps
+        valid = self.valid
+        self._progress = TrainProgress(total, start_step, console=console, enabled=show_progress)
+        self.last_step = start_step
         for step in range(start_step, total):
             batch = to_global(next(iterator), trainer.batch_sharding)
             t0 = time.monotonic()
             state, metrics = trainer.train_step(state, batch)
             metrics = jax.device_get(metrics)
-            elapsed = time.monotonic() - t0
             if step > start_step:  # the first step includes compilation
-                timed_steps, timed_seconds = timed_steps + 1, timed_seconds + elapsed
-            done = step + 1
-            if not bool(metrics["finite"]):
-                skipped += 1
+                self.timed_steps += 1
+                self.timed_seconds += time.monotonic() - t0
+            done = self.last_step = step + 1
+            finite = bool(metrics["finite"])
+            self.last_loss = float(metrics["loss"])
+            if not finite:
+                self.skipped += 1
                 if config.train.nonfinite == "halt":
-                    last = checkpointer.latest_step()
-                    raise NonFiniteError(
-                        f"train.nonfinite=halt: non-finite loss or gradient at step {done} (batch index {step}, "
-                        f"loss={float(metrics['loss'])}); last good checkpoint: "
-                        f"{'none' if last is None else f'step {last}'} in {run_dir / 'checkpoints'}"
-                    )
-            tps = tokens_per_step * timed_steps / timed_seconds if timed_seconds else 0.0
-            eta = (total - done) * (timed_seconds / timed_steps) if timed_steps else 0.0
-            progress.update(done, float(metrics["loss"]), tps, eta)
-            if writer and (done % config.train.log_every == 0 or done == total or not metrics["finite"]):
-                writer.write(done, {**{k: v for k, v in metrics.items() if k != "finite"},
-                                    "tokens_per_second": tps, "skipped": skipped})
+                    self._halt(state, batch, step, self.last_loss)
+            tps = self.tokens_per_second() or 0.0
+            eta = (total - done) * (self.timed_seconds / self.timed_steps) if self.timed_steps else 0.0
+            self._progress.update(done, self.last_loss, tps, eta)
+            if self.writer and (done % config.train.log_every == 0 or done == total or not finite):
+                self.writer.write(done, {**{k: v for k, v in metrics.items() if k != "finite"},
+                                         "tokens_per_second": tps, "skipped": self.skipped})
             if done % config.train.eval_every == 0 or done == total:
-                eval_result = evaluate(trainer.eval_step, state["params"], valid)
-                if writer:
-                    writer.write(done, {k: eval_result[k] for k in ("loss", "perplexity", "bits_per_byte")}, "val_")
-            if done % config.train.checkpoint_every == 0 or done == total:
-                checkpointer.save(done, state, iterator.get_state(), _meta(config, data, done))
-    finally:
-        progress.close()
-        checkpointer.close()
-        if writer:
-            writer.close()
+                self.eval_result = evaluate(trainer.eval_step, state["params"], valid)
+                if self.writer:
+                    self.writer.write(done, {k: self.eval_result[k] for k in ("loss", "perplexity", "bits_per_byte")},
+                                      "val_")
+            saved = done % config.train.checkpoint_every == 0 or done == total
+            if saved:
+                self._save(done, state, iterator)
+            if done < total and guard.should_stop(done):
+                if not saved:
+                    self._save(done, state, iterator)
+                self.status = "preempted"
+                self._progress.message(f"{guard.signal_name}: saved a checkpoint at step {done}; "
+                                       f"continue with --resume --run-dir {self.run_dir}")
+                break
+        return state
 
-    if eval_result is None:  # resumed a finished run: evaluate once more
-        eval_result = evaluate(trainer.eval_step, state["params"], valid)
-    model = nnx.merge(trainer.graphdef, state["params"])
-    samples = []
-    if config.eval.sample_prompts and config.eval.sample_tokens:
-        continuations = greedy_generate(model, data.tokenizer, list(config.eval.sample_prompts),
-                                        config.eval.sample_tokens, config.data.seq_len)
-        samples = [{"prompt": p, "completion": c} for p, c in zip(config.eval.sample_prompts, continuations)]
+    def tokens_per_second(self) -> float | None:
+        return self.tokens_per_step * self.timed_steps / self.timed_seconds if self.timed_seconds else None
+
+
+def _summary(config: Config, data, loop: _Loop, eval_result: dict, samples: list, run_dir: Path,
+             resumed_from, wall_seconds: float) -> dict:
     flops = flops_per_token(config.model, config.data.seq_len)
-    tokens_seen = total * tokens_per_step
-    summary = {
+    tokens_seen = loop.last_step * loop.tokens_per_step
+    return {
         "run_dir": str(run_dir),
-        "steps": total,
+        "status": loop.status,
+        "steps": loop.last_step,
         "params": param_count(config.model),
         "params_non_embedding": param_count(config.model, include_embedding=False),
         "tokens_seen": tokens_seen,
         "flops_per_token_train": flops["training"],
         "train_flops": flops["training"] * tokens_seen,
-        "final_train_loss": float(metrics["loss"]) if total > start_step else None,
+        "final_train_loss": loop.last_loss,
         "val_loss": eval_result["loss"],
         "val_perplexity": eval_result["perplexity"],
         "val_bits_per_byte": eval_result["bits_per_byte"],
-        "tokens_per_second": tokens_per_step * timed_steps / timed_seconds if timed_seconds else None,
-        "skipped_steps": skipped,
-        "wall_seconds": time.monotonic() - wall_start,
-        "resumed_from": start_step if resume else None,
+        "tokens_per_second": loop.tokens_per_second(),
+        "skipped_steps": loop.skipped,
+        "wall_seconds": wall_seconds,
+        "resumed_from": resumed_from,
         "corpus_fingerprint": data.corpus_fingerprint,
         "tokenizer_fingerprint": data.tokenizer.fingerprint,
         "data_stats": data.stats,
         "versions": _versions(),
         "samples": samples,
     }
-    if jax.process_index() == 0:
-        tmp = run_dir / "summary.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2, default=str))
-        os.replace(tmp, run_dir / "summary.json")
-    return summary

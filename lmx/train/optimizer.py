@@ -7,7 +7,7 @@ registry keyed by `optim.name`.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import optax

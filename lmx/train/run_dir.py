@@ -46,6 +46,24 @@ def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
+def checkpoint_bytes(abstract_state) -> int:
+    """Bytes of one checkpoint of the train state (params, optimizer state, counters)."""
+    import jax
+
+    return sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(abstract_state))
+
+
+def check_free_space(run_dir: Path, bytes_per_checkpoint: int, keep: int) -> None:
+    """Refuse to start when the disk cannot hold `keep + 1` checkpoints (one being written)."""
+    needed = bytes_per_checkpoint * (keep + 1)
+    free = shutil.disk_usage(Path(run_dir)).free
+    if free < needed:
+        raise CheckpointError(
+            f"--run-dir: {run_dir} has {free / 2**20:.1f} MiB free but {keep + 1} checkpoints of "
+            f"{bytes_per_checkpoint / 2**20:.1f} MiB need {needed / 2**20:.1f} MiB (train.keep_checkpoints={keep})"
+        )
+
+
 def prepare_run_dir(run_dir: Path, config: Config, resume: bool, force: bool) -> None:
     """Check an existing directory before anything is written; create it for a new run.
 
@@ -79,9 +97,13 @@ def prepare_run_dir(run_dir: Path, config: Config, resume: bool, force: bool) ->
                 target.unlink()
     elif resume:
         raise CheckpointError(f"--resume: {run_dir} holds no run to resume (no config.json)")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not os.access(run_dir, os.W_OK):
-        raise ConfigError(f"--run-dir: {run_dir} is not writable")
-    tmp = saved.with_suffix(".json.tmp")
-    tmp.write_text(config.to_json())
-    os.replace(tmp, saved)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".lmx-write-test"
+        probe.write_text("ok")
+        probe.unlink()
+        tmp = saved.with_suffix(".json.tmp")
+        tmp.write_text(config.to_json())
+        os.replace(tmp, saved)
+    except OSError as exc:
+        raise CheckpointError(f"--run-dir: cannot write to {run_dir}: {exc.strerror or exc}") from None

@@ -9,7 +9,7 @@ constant warmup, then constant `lr`.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import optax
 

@@ -1,0 +1,131 @@
+"""Multi-process (multi-host) start-up and cross-process config agreement.
+
+`initialize_from_env()` is called at the top of `lmx` (train and eval verbs) before JAX touches a
+device. It calls `jax.distributed.initialize` when
+
+- the coordinator variables are set: `LMX_COORDINATOR` (or `JAX_COORDINATOR_ADDRESS`), host:port of
+  process 0; `LMX_NUM_PROCESSES` (or `JAX_NUM_PROCESSES`); `LMX_PROCESS_ID` (or `JAX_PROCESS_ID`).
+  Optional `LMX_LOCAL_DEVICE_IDS` (comma-separated) restricts the devices this process uses.
+- or it runs on a multi-host Cloud TPU slice (`TPU_WORKER_HOSTNAMES` lists more than one host, or
+  `MEGASCALE_COORDINATOR_ADDRESS` is set): `jax.distributed.initialize()` with no arguments, which
+  reads the TPU metadata itself.
+
+Otherwise it does nothing (one process). On CPU, cross-process collectives need the gloo
+implementation; it is selected whenever the distributed runtime is started (harmless on GPU/TPU).
+
+`check_config_agreement(config)` compares a hash of the config JSON across processes (one
+`process_allgather`) and raises ConfigError naming the processes whose config differs from
+process 0's. A no-op with one process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+
+import jax
+import numpy as np
+
+from lmx.errors import ConfigError
+
+_VARIABLES = {
+    "coordinator": ("LMX_COORDINATOR", "JAX_COORDINATOR_ADDRESS"),
+    "num_processes": ("LMX_NUM_PROCESSES", "JAX_NUM_PROCESSES"),
+    "process_id": ("LMX_PROCESS_ID", "JAX_PROCESS_ID"),
+}
+
+
+def _first(env: Mapping[str, str], names: tuple[str, ...]) -> tuple[str | None, str | None]:
+    for name in names:
+        value = env.get(name, "").strip()
+        if value:
+            return name, value
+    return None, None
+
+
+def _int(name: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"{name}: expected an integer, got {value!r}") from None
+
+
+def distributed_settings(env: Mapping[str, str] | None = None) -> dict | None:
+    """The arguments `initialize_from_env` would pass to jax.distributed.initialize, or None.
+
+    Returns {} for the argument-free Cloud TPU auto-detection. Raises ConfigError for a partial or
+    inconsistent set of coordinator variables.
+    """
+    env = os.environ if env is None else env
+    found = {key: _first(env, names) for key, names in _VARIABLES.items()}
+    present = {key: v for key, v in found.items() if v[1] is not None}
+    if present:
+        missing = [_VARIABLES[key][0] for key in _VARIABLES if key not in present]
+        if missing:
+            given = ", ".join(f"{name}={value}" for name, value in present.values())
+            raise ConfigError(f"{missing[0]}: multi-process start needs it too (given {given})")
+        name_n, raw_n = present["num_processes"]
+        name_i, raw_i = present["process_id"]
+        n, i = _int(name_n, raw_n), _int(name_i, raw_i)
+        if n < 1:
+            raise ConfigError(f"{name_n}: must be >= 1, got {n}")
+        if not 0 <= i < n:
+            raise ConfigError(f"{name_i}: process id {i} is not in [0, {n}) ({name_n}={n})")
+        settings = {"coordinator_address": present["coordinator"][1], "num_processes": n, "process_id": i}
+        local = env.get("LMX_LOCAL_DEVICE_IDS", "").strip()
+        if local:
+            settings["local_device_ids"] = [_int("LMX_LOCAL_DEVICE_IDS", x) for x in local.split(",")]
+        return settings
+    hosts = [h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h.strip()]
+    if len(hosts) > 1 or env.get("MEGASCALE_COORDINATOR_ADDRESS"):
+        return {}
+    return None
+
+
+def is_initialized() -> bool:
+    try:
+        from jax._src import distributed as _distributed
+
+        return _distributed.global_state.client is not None
+    except Exception:  # private API moved: assume not started
+        return False
+
+
+def initialize_from_env(env: Mapping[str, str] | None = None) -> dict | None:
+    """Start the JAX distributed runtime when the environment asks for it; returns the settings used.
+
+    Must run before the first JAX computation. Idempotent: a second call does nothing.
+    """
+    settings = distributed_settings(env)
+    if settings is None or is_initialized():
+        return settings
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(**settings)
+    return settings
+
+
+def config_digest(config) -> str:
+    """sha256 of the config's canonical JSON (sorted keys)."""
+    return hashlib.sha256(config.to_json().encode()).hexdigest()
+
+
+def check_config_agreement(config) -> None:
+    """ConfigError unless every process holds the same config (compares sha256 of its JSON)."""
+    if jax.process_count() == 1:
+        return
+    from jax.experimental import multihost_utils
+
+    digest = config_digest(config)
+    # 8 int32 words: x64 is off by default, so int64 would be truncated
+    words = np.frombuffer(bytes.fromhex(digest), dtype=np.int32).copy()
+    gathered = np.asarray(multihost_utils.process_allgather(words))  # [processes, 8]
+    reference = gathered[0]
+    differing = [p for p in range(gathered.shape[0]) if not np.array_equal(gathered[p], reference)]
+    if differing:
+        mine = "" if jax.process_index() == 0 else f"; this is process {jax.process_index()}"
+        raise ConfigError(
+            f"config: processes {differing} have a config that differs from process 0's "
+            f"(sha256 of config JSON, {gathered.shape[0]} processes{mine}); start every process with "
+            f"the same --config and --set overrides"
+        )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,7 +78,7 @@ def check_parallelism(config: Config, mesh) -> None:
         )
 
 
-def build_trainer(config: Config, token_bytes: np.ndarray, mesh=None) -> Trainer:
+def build_trainer(config: Config, token_bytes: np.ndarray, mesh=None, token_chars: np.ndarray | None = None) -> Trainer:
     mesh = mesh if mesh is not None else make_mesh(config.mesh)
     check_parallelism(config, mesh)
     rules = STRATEGIES[config.mesh.strategy]
@@ -105,7 +106,8 @@ def build_trainer(config: Config, token_bytes: np.ndarray, mesh=None) -> Trainer
         donate_argnums=0,
     )
     eval_step = jax.jit(
-        make_eval_step(graphdef, jnp.asarray(token_bytes, jnp.int32)),
+        make_eval_step(graphdef, jnp.asarray(token_bytes, jnp.int32),
+                       None if token_chars is None else jnp.asarray(token_chars, jnp.int32)),
         in_shardings=(shardings["params"], data_sharding),
         out_shardings=replicated,
     )
@@ -181,12 +183,12 @@ def train(
     run_dir = Path(run_dir) if run_dir else default_run_dir(config)
     mesh = make_mesh(config.mesh)
     check_parallelism(config, mesh)
+    check_free_space(run_dir, checkpoint_bytes(config), config.train.keep_checkpoints)
     if jax.process_index() == 0:
         prepare_run_dir(run_dir, config, resume=resume, force=force)
     log = TrainProgress(config.train.steps, 0, console=console, enabled=show_progress)
     data = prepare_data(config, log=log.message)
-    trainer = build_trainer(config, data.tokenizer.token_bytes, mesh=mesh)
-    check_free_space(run_dir, checkpoint_bytes(trainer.abstract_state), config.train.keep_checkpoints)
+    trainer = build_trainer(config, data.tokenizer.token_bytes, mesh=mesh, token_chars=data.tokenizer.token_chars)
     checkpointer = Checkpointer(
         run_dir / "checkpoints", keep=config.train.keep_checkpoints, async_save=config.train.async_checkpointing
     )
@@ -308,7 +310,7 @@ class _Loop:
             if done % config.train.eval_every == 0 or done == total:
                 self.eval_result = evaluate(trainer.eval_step, state["params"], valid)
                 if self.writer:
-                    self.writer.write(done, {k: self.eval_result[k] for k in ("loss", "perplexity", "bits_per_byte")},
+                    self.writer.write(done, {k: self.eval_result[k] for k in ("loss", "perplexity", "bits_per_byte", "bits_per_char")},
                                       "val_")
             saved = done % config.train.checkpoint_every == 0 or done == total
             if saved:
@@ -317,8 +319,8 @@ class _Loop:
                 if not saved:
                     self._save(done, state, iterator)
                 self.status = "preempted"
-                self._progress.message(f"{guard.signal_name}: saved a checkpoint at step {done}; "
-                                       f"continue with --resume --run-dir {self.run_dir}")
+                print(f"lmx train: {guard.signal_name}: saved a checkpoint at step {done}; "
+                      f"continue with: lmx train --resume --run-dir {self.run_dir}", file=sys.stderr, flush=True)
                 break
         return state
 
@@ -343,6 +345,7 @@ def _summary(config: Config, data, loop: _Loop, eval_result: dict, samples: list
         "val_loss": eval_result["loss"],
         "val_perplexity": eval_result["perplexity"],
         "val_bits_per_byte": eval_result["bits_per_byte"],
+        "val_bits_per_char": eval_result["bits_per_char"],
         "tokens_per_second": loop.tokens_per_second(),
         "skipped_steps": loop.skipped,
         "wall_seconds": wall_seconds,

@@ -46,17 +46,23 @@ def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def checkpoint_bytes(abstract_state) -> int:
-    """Bytes of one checkpoint of the train state (params, optimizer state, counters)."""
-    import jax
+def checkpoint_bytes(config: Config) -> int:
+    """Bytes of one checkpoint: parameters in their dtype plus two float32 AdamW moments each."""
+    from lmx.nn import param_count
 
-    return sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(abstract_state))
+    param_bytes = 2 if config.model.param_dtype == "bfloat16" else 4
+    return param_count(config.model) * (param_bytes + 8)
 
 
 def check_free_space(run_dir: Path, bytes_per_checkpoint: int, keep: int) -> None:
     """Refuse to start when the disk cannot hold `keep + 1` checkpoints (one being written)."""
     needed = bytes_per_checkpoint * (keep + 1)
-    free = shutil.disk_usage(Path(run_dir)).free
+    existing = Path(run_dir).absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return  # the path runs through a file; prepare_run_dir reports that
+    free = shutil.disk_usage(existing).free
     if free < needed:
         raise CheckpointError(
             f"--run-dir: {run_dir} has {free / 2**20:.1f} MiB free but {keep + 1} checkpoints of "

@@ -21,19 +21,29 @@ from typing import Any
 from lmx.errors import ConfigError
 
 # Registries of names the config accepts; the modules implementing them check they agree.
-POSITIONS = ("rope", "none")
-FFNS = ("swiglu", "geglu", "gelu", "relu", "silu")
+POSITIONS = ("rope", "none", "sinusoidal", "learned", "shaw", "t5", "alibi", "xpos", "base_n")
+FFNS = ("swiglu", "geglu", "glu", "reglu", "gelu", "gelu_tanh", "relu", "silu")
 NORMS = ("rmsnorm", "layernorm")
-NORM_POSITIONS = ("pre",)
-ATTENTION_IMPLS = ("xla", "cudnn", "auto")
+NORM_POSITIONS = ("pre", "post", "deepnorm", "rezero")
+ATTENTION_IMPLS = ("plain", "xla", "cudnn", "splash", "auto")
+ATTENTION_KINDS = ("softmax", "linear")
+ATTENTION_PATTERNS = ("dense", "sliding_window", "block_sparse")
+LINEAR_FEATURE_MAPS = ("elu1", "relu")
+ROPE_LAYOUTS = ("half", "interleaved")
+INITS = ("scaled", "normal", "small")
+POOLINGS = ("mean", "first")
+LAYER_TYPES = ("A", "M")  # A: attention block, M: selective state-space (Mamba-style) block
 DTYPES = ("float32", "bfloat16")
-ARCHS = ("decoder",)
-TOKENIZERS = ("byte_bpe", "bytes")
+ARCHS = ("decoder", "encoder", "encoder_decoder", "prefix_lm")
+OBJECTIVE_OF_ARCH = {"decoder": "causal_lm", "encoder": "mlm", "encoder_decoder": "span_corruption",
+                     "prefix_lm": "prefix_lm"}
+TOKENIZERS = ("byte_bpe", "bytes", "bpe", "wordpiece", "unigram")  # or "file:PATH" (see docs/tokenizers.md)
+NORMALIZATIONS = ("none", "nfc", "nfkc")
 SCHEDULES = ("cosine", "wsd", "constant", "linear")
 OPTIMIZERS = ("adamw",)
 NONFINITE_POLICIES = ("halt", "skip")
 MESH_AXES = ("data", "fsdp", "tensor", "expert")
-REMAT_POLICIES = ("none", "full", "save_dots")
+REMAT_POLICIES = ("none", "full", "save_dots", "offload")
 
 
 def _check(condition: bool, field: str, message: str) -> None:
@@ -70,12 +80,40 @@ class ModelConfig:
     norm_eps: float = 1e-5
     norm_position: str = "pre"
     tie_embeddings: bool = True
-    attention_impl: str = "xla"
+    attention_impl: str = "auto"
     param_dtype: str = "float32"
     compute_dtype: str = "float32"
     init_std: float = 0.02
     remat: str = "none"
     scan_layers: bool = True
+    # positions
+    rope_layout: str = "half"  # half (GPT-NeoX/Llama) or interleaved (GPT-J)
+    rope_fraction: float = 1.0  # partial rotary: fraction of head_dim rotated
+    xpos_scale_base: float = 512.0
+    shaw_max_distance: int = 16  # Shaw: relative distances clipped to [-k, k]
+    t5_num_buckets: int = 32
+    t5_max_distance: int = 128
+    position_base: int = 10  # base_n: digit base
+    # attention
+    attention_kind: str = "softmax"  # softmax or linear (kernel feature map)
+    linear_feature_map: str = "elu1"
+    attention_pattern: str = "dense"  # dense, sliding_window, block_sparse
+    window: int = 0  # sliding_window / block_sparse local window (tokens)
+    sparse_stride: int = 0  # block_sparse: every stride-th key is visible to all later queries
+    global_tokens: int = 0  # block_sparse: the first tokens see and are seen by everyone
+    qk_norm: bool = False
+    # normalisation, residuals, embeddings, output
+    norm_bias: bool = True  # layernorm only
+    scale_embeddings: bool = False  # multiply token embeddings by sqrt(d_model)
+    logit_soft_cap: float = 0.0  # 0: off; else cap * tanh(logits / cap)
+    init: str = "scaled"  # scaled (GPT-2 residual scaling), normal, small (Nguyen & Salazar 2019)
+    # layer types and architectures
+    layer_pattern: str = "A"  # repeated over the layers: A attention, M selective SSM (hybrid stacks)
+    ssm_state: int = 16
+    ssm_expand: int = 2
+    ssm_conv: int = 4
+    n_encoder_layers: int = 0  # encoder_decoder: 0 means n_layers
+    pooling: str = "mean"  # encoder sentence embeddings: mean or first token
 
     def __post_init__(self):
         _check_choice(self.arch, ARCHS, "model.arch")
@@ -112,8 +150,66 @@ class ModelConfig:
             "model.rope_scaling",
             "RoPE scaling methods are not available in this version of lmx; leave it unset",
         )
-        if self.position == "rope":
-            _check(self.resolved_head_dim % 2 == 0, "model.head_dim", "RoPE needs an even head dimension")
+        self._check_catalog()
+
+    def _check_catalog(self) -> None:
+        _check_choice(self.rope_layout, ROPE_LAYOUTS, "model.rope_layout")
+        _check(0 < self.rope_fraction <= 1, "model.rope_fraction", f"must be in (0, 1], got {self.rope_fraction}")
+        _check_positive(self.xpos_scale_base, "model.xpos_scale_base")
+        _check_positive(self.shaw_max_distance, "model.shaw_max_distance")
+        _check(self.t5_num_buckets >= 4 and self.t5_num_buckets % 2 == 0, "model.t5_num_buckets",
+               f"must be an even number >= 4, got {self.t5_num_buckets}")
+        _check(self.t5_max_distance > self.t5_num_buckets // 2, "model.t5_max_distance",
+               f"must exceed t5_num_buckets / 2 = {self.t5_num_buckets // 2}, got {self.t5_max_distance}")
+        _check(self.position_base >= 2, "model.position_base", f"must be >= 2, got {self.position_base}")
+        _check_choice(self.attention_kind, ATTENTION_KINDS, "model.attention_kind")
+        _check_choice(self.linear_feature_map, LINEAR_FEATURE_MAPS, "model.linear_feature_map")
+        _check_choice(self.attention_pattern, ATTENTION_PATTERNS, "model.attention_pattern")
+        _check(self.window >= 0 and self.sparse_stride >= 0 and self.global_tokens >= 0, "model.window",
+               "window, sparse_stride and global_tokens must be >= 0")
+        if self.attention_pattern == "sliding_window":
+            _check(self.window > 0, "model.window", "attention_pattern=sliding_window needs model.window > 0")
+        if self.attention_pattern == "block_sparse":
+            _check(self.window > 0 and self.sparse_stride > 0, "model.sparse_stride",
+                   "attention_pattern=block_sparse needs model.window > 0 and model.sparse_stride > 0")
+        _check(self.logit_soft_cap >= 0, "model.logit_soft_cap", "must be >= 0 (0 disables it)")
+        _check_choice(self.init, INITS, "model.init")
+        _check_choice(self.pooling, POOLINGS, "model.pooling")
+        _check(bool(self.layer_pattern) and all(c in LAYER_TYPES for c in self.layer_pattern),
+               "model.layer_pattern", f"must be a string of {'/'.join(LAYER_TYPES)}, got {self.layer_pattern!r}")
+        _check(self.n_layers % len(self.layer_pattern) == 0, "model.layer_pattern",
+               f"its length {len(self.layer_pattern)} must divide model.n_layers={self.n_layers}")
+        for name in ("ssm_state", "ssm_expand", "ssm_conv"):
+            _check_positive(getattr(self, name), f"model.{name}")
+        _check(self.n_encoder_layers >= 0, "model.n_encoder_layers", "must be >= 0 (0: n_layers)")
+        if "M" in self.layer_pattern:
+            _check(self.arch == "decoder", "model.layer_pattern",
+                   f"selective SSM layers (M) are causal; model.arch={self.arch} needs attention-only layers")
+        self._check_combinations()
+
+    def _check_combinations(self) -> None:
+        """Settings that cannot work together; the message names both."""
+        linear = self.attention_kind == "linear"
+        if linear:
+            _check(self.position in ("none", "sinusoidal", "learned", "base_n"), "model.position",
+                   f"position={self.position} acts inside softmax attention; attention_kind=linear takes "
+                   "none or an absolute scheme (sinusoidal, learned, base_n)")
+            _check(self.attention_pattern == "dense", "model.attention_pattern",
+                   f"attention_pattern={self.attention_pattern} is a softmax mask; attention_kind=linear is dense")
+            _check(self.arch in ("decoder", "encoder"), "model.arch",
+                   f"arch={self.arch} needs masks that attention_kind=linear does not support")
+        if self.attention_impl in ("xla", "cudnn", "splash"):
+            _check(self.position != "shaw", "model.attention_impl",
+                   f"attention_impl={self.attention_impl} cannot add Shaw value terms (position=shaw); "
+                   "use plain or auto")
+        if self.attention_impl == "splash":
+            _check(self.position not in ("alibi", "t5"), "model.attention_impl",
+                   f"attention_impl=splash cannot add a logit bias (position={self.position}); use xla or plain")
+        if self.arch in ("encoder", "encoder_decoder") and self.attention_pattern != "dense":
+            _check(False, "model.attention_pattern",
+                   f"attention_pattern={self.attention_pattern} is causal; arch={self.arch} needs a dense encoder")
+        if self.position in ("rope", "xpos"):
+            _check(self.resolved_head_dim % 2 == 0, "model.head_dim", f"position={self.position} needs an even head dimension")
 
     @property
     def resolved_head_dim(self) -> int:
@@ -128,7 +224,15 @@ class ModelConfig:
 
     @property
     def is_gated(self) -> bool:
-        return self.ffn in ("swiglu", "geglu")
+        return self.ffn in ("swiglu", "geglu", "glu", "reglu")
+
+    @property
+    def resolved_encoder_layers(self) -> int:
+        return self.n_encoder_layers or self.n_layers
+
+    @property
+    def is_causal(self) -> bool:
+        return self.arch in ("decoder", "prefix_lm")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,15 +246,36 @@ class DataConfig:
     shuffle_seed: int = 0
     cache_dir: str = ""  # "" -> $LMX_CACHE or ~/.cache/lmx
     max_corpus_bytes: int = 0  # 0: no limit; otherwise read documents until this many bytes
+    special_tokens: tuple = ()  # extra special tokens after <|eos|> <|pad|> <|bos|>, e.g. ("<|mask|>",)
+    num_sentinels: int = 0  # span-corruption sentinels <|sentinel_0|>... after special_tokens
+    normalization: str = "none"  # unicode normalisation before tokenizing: none, nfc, nfkc
+    document_mask: bool = False  # packed documents do not attend to each other
+    mlm_rate: float = 0.15  # encoder: fraction of tokens selected for masked-LM
+    noise_density: float = 0.15  # encoder_decoder: fraction of tokens in corrupted spans
+    mean_span_length: float = 3.0  # encoder_decoder: mean corrupted span length
+    prefix_fraction: float = 0.0  # prefix_lm: 0 draws the prefix length uniformly per example, else fixed
 
     def __post_init__(self):
         _check(bool(self.corpus.strip()), "data.corpus", "must name a corpus (stdlib, a path, a glob)")
-        _check_choice(self.tokenizer, TOKENIZERS, "data.tokenizer")
+        if self.tokenizer.startswith("file:"):
+            _check(bool(self.tokenizer[5:].strip()), "data.tokenizer", "file: needs a path, e.g. file:tok/tokenizer.json")
+        else:
+            _check_choice(self.tokenizer, TOKENIZERS, "data.tokenizer")
+        _check(all(isinstance(t, str) and t for t in self.special_tokens), "data.special_tokens",
+               "must be a list of non-empty strings")
+        _check(len(set(self.special_tokens)) == len(self.special_tokens), "data.special_tokens",
+               "must not repeat a token")
+        _check(self.num_sentinels >= 0, "data.num_sentinels", f"must be >= 0, got {self.num_sentinels}")
+        _check_choice(self.normalization, NORMALIZATIONS, "data.normalization")
         _check_positive(self.seq_len, "data.seq_len")
         _check_positive(self.batch_size, "data.batch_size")
         _check_positive(self.tokenizer_train_bytes, "data.tokenizer_train_bytes")
         _check(0 < self.valid_fraction < 1, "data.valid_fraction", f"must be in (0, 1), got {self.valid_fraction}")
         _check(self.max_corpus_bytes >= 0, "data.max_corpus_bytes", "must be >= 0")
+        _check(0 < self.mlm_rate < 1, "data.mlm_rate", f"must be in (0, 1), got {self.mlm_rate}")
+        _check(0 < self.noise_density < 1, "data.noise_density", f"must be in (0, 1), got {self.noise_density}")
+        _check(self.mean_span_length >= 1, "data.mean_span_length", f"must be >= 1, got {self.mean_span_length}")
+        _check(0 <= self.prefix_fraction < 1, "data.prefix_fraction", f"must be in [0, 1), got {self.prefix_fraction}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,7 +302,8 @@ class OptimConfig:
         _check(self.warmup_steps >= 0, "optim.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
         _check(0 < self.decay_fraction <= 1, "optim.decay_fraction", "must be in (0, 1]")
         _check(self.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
-        _check(0 <= self.b1 < 1 and 0 <= self.b2 < 1, "optim.b1", "betas must be in [0, 1)")
+        _check(0 <= self.b1 < 1, "optim.b1", f"must be in [0, 1), got {self.b1}")
+        _check(0 <= self.b2 < 1, "optim.b2", f"must be in [0, 1), got {self.b2}")
         _check_positive(self.eps, "optim.eps")
         _check(self.clip_norm >= 0, "optim.clip_norm", "must be >= 0 (0 disables clipping)")
         _check_positive(self.grad_accum_steps, "optim.grad_accum_steps")
@@ -255,23 +381,43 @@ class Config:
             "data.seq_len",
             f"data.seq_len={self.data.seq_len} exceeds model.max_seq_len={self.model.max_seq_len}",
         )
+        self._check_model_data()
         if self.data.tokenizer == "bytes":
             _check(
                 self.model.vocab_size >= 256 + 3,
                 "model.vocab_size",
                 f"the bytes tokenizer needs vocab_size >= 259, got {self.model.vocab_size}",
             )
-        else:
+        elif not self.data.tokenizer.startswith("file:"):  # a file's size is checked when it is loaded
             _check(
                 self.model.vocab_size >= 256 + 3,
                 "model.vocab_size",
-                f"byte-level BPE needs vocab_size >= 259 (256 bytes + specials), got {self.model.vocab_size}",
+                f"the {self.data.tokenizer} tokenizer needs vocab_size >= 259 (256 bytes + specials), "
+                f"got {self.model.vocab_size}",
             )
         _check(
             self.data.batch_size % self.optim.grad_accum_steps == 0,
             "optim.grad_accum_steps",
             f"grad_accum_steps={self.optim.grad_accum_steps} does not divide data.batch_size={self.data.batch_size}",
         )
+
+    def _check_model_data(self) -> None:
+        model, data = self.model, self.data
+        if model.attention_pattern != "dense":
+            _check(model.window < data.seq_len, "model.window",
+                   f"model.window={model.window} must be smaller than data.seq_len={data.seq_len} "
+                   f"(attention_pattern={model.attention_pattern}; use dense for full attention)")
+        if model.arch == "encoder":
+            _check("<|mask|>" in data.special_tokens, "data.special_tokens",
+                   "model.arch=encoder (masked LM) needs a <|mask|> token: add it to data.special_tokens")
+        if model.arch == "encoder_decoder":
+            _check(data.num_sentinels > 0, "data.num_sentinels",
+                   "model.arch=encoder_decoder (span corruption) needs sentinel tokens: set data.num_sentinels")
+        if model.arch == "prefix_lm":
+            _check(data.seq_len >= 2, "data.seq_len", "model.arch=prefix_lm needs data.seq_len >= 2 (prefix + suffix)")
+        if data.document_mask:
+            _check(model.attention_kind == "softmax", "data.document_mask",
+                   "data.document_mask needs model.attention_kind=softmax (linear attention has no mask)")
 
     # --- conversion -------------------------------------------------------------------------
     def to_dict(self) -> dict:

@@ -45,20 +45,22 @@ def make_train_iterator(
     *,
     eos_id: int,
     pad_id: int,
+    objective=None,
 ) -> grain.DatasetIterator:
-    """Endless iterator of local batches {key: array [batch_size // process_count, seq_len]}.
+    """Endless iterator of local batches {key: array [batch_size // process_count, ...]}.
 
     Windows are shuffled globally with a seeded permutation that changes every epoch, epochs follow
     each other seamlessly (a global batch may straddle two), and incomplete batches never occur.
+    `objective` (lmx.data.objectives.make_objective) turns each window into the arrays its
+    architecture trains on, with an RNG derived from the seed and the example's global index, so
+    a resumed iterator produces the same corrupted examples.
     """
     local = local_batch_size(data_config, process_index, process_count)
     source = PackedWindows(tokens, data_config.seq_len, eos_id, pad_id)
-    dataset = (
-        grain.MapDataset.source(source)
-        .shuffle(seed=shuffle_seed(data_config, seed))
-        .repeat(None)[process_index::process_count]
-        .batch(local, drop_remainder=True)
-    )
+    dataset = grain.MapDataset.source(source).shuffle(seed=shuffle_seed(data_config, seed)).repeat(None)
+    if objective is not None:
+        dataset = dataset.random_map(objective, seed=shuffle_seed(data_config, seed + 1))
+    dataset = dataset[process_index::process_count].batch(local, drop_remainder=True)
     read_options = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)  # in-process, no threads
     return iter(dataset.to_iter_dataset(read_options))
 
@@ -72,10 +74,12 @@ def valid_batches(
     *,
     eos_id: int,
     pad_id: int,
+    objective=None,
 ) -> list[dict[str, np.ndarray]]:
     """The first n_batches global batches of windows in stream order (fewer if the split is short, never 0).
 
-    The last batch is filled with all-padding rows (loss_mask 0) when windows run out.
+    The last batch is filled with all-padding rows (loss_mask 0) when windows run out. `objective`
+    is applied to row r with `example_rng(0, r)`, so validation batches are fixed.
     """
     if n_batches < 1:
         raise ConfigError(f"train.eval_batches: must be positive, got {n_batches}")
@@ -87,5 +91,10 @@ def valid_batches(
     for b in range(count):
         rows = [b * global_batch + process_index + process_count * k for k in range(local)]
         examples = [source[r] if r < len(source) else source.padding_example() for r in rows]
-        batches.append({key: np.stack([ex[key] for ex in examples]) for key in EXAMPLE_KEYS})
+        if objective is not None:
+            from lmx.data.objectives import example_rng
+
+            examples = [objective(ex, example_rng(0, r)) for ex, r in zip(examples, rows)]
+        keys = EXAMPLE_KEYS if objective is None else list(examples[0])
+        batches.append({key: np.stack([ex[key] for ex in examples]) for key in keys})
     return batches

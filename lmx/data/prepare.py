@@ -14,7 +14,7 @@ from lmx.data.cache import cache_root
 from lmx.data.corpus import load_corpus
 from lmx.data.pipeline import make_train_iterator, valid_batches
 from lmx.data.split import split_corpus
-from lmx.data.tokenizer import get_tokenizer
+from lmx.data.tokenizer import get_tokenizer, tokenizer_kind
 from lmx.data.tokenizer_base import Tokenizer
 from lmx.data.tokens import get_token_arrays
 from lmx.errors import ConfigError
@@ -30,6 +30,21 @@ class PreparedData:
     train_tokens: np.ndarray
     valid_tokens: np.ndarray
     stats: dict
+    objective_name: str = "causal_lm"  # lmx.data.objectives; from model.arch
+
+    def objective(self):
+        """The per-example objective for this run's architecture (None for the causal LM)."""
+        if self.objective_name == "causal_lm":
+            return None
+        from lmx.data.objectives import make_objective
+
+        options = {
+            "mlm": {"mask_rate": self.config.mlm_rate},
+            "prefix_lm": {"prefix_fraction": self.config.prefix_fraction or None},
+            "span_corruption": {"noise_density": self.config.noise_density,
+                                "mean_span_length": self.config.mean_span_length},
+        }[self.objective_name]
+        return make_objective(self.objective_name, self.tokenizer, **options)
 
     def train_iterator(
         self, seed: int, process_index: int = 0, process_count: int = 1
@@ -43,6 +58,7 @@ class PreparedData:
             process_count,
             eos_id=self.tokenizer.eos_id,
             pad_id=self.tokenizer.pad_id,
+            objective=self.objective(),
         )
 
     def valid_batches(
@@ -57,6 +73,7 @@ class PreparedData:
             process_count,
             eos_id=self.tokenizer.eos_id,
             pad_id=self.tokenizer.pad_id,
+            objective=self.objective(),
         )
 
 
@@ -94,12 +111,15 @@ def prepare_data(
         "vocab_size": tokenizer.vocab_size,
         "token_cache": str(tokens.directory),
     }
-    return PreparedData(data, tokenizer, corpus.fingerprint, tokens.train, tokens.valid, stats)
+    from lmx.config import OBJECTIVE_OF_ARCH
+
+    return PreparedData(data, tokenizer, corpus.fingerprint, tokens.train, tokens.valid, stats,
+                        objective_name=OBJECTIVE_OF_ARCH[config.model.arch])
 
 
 def check_tokenizer(tokenizer: Tokenizer, config: Config) -> None:
     """A supplied tokenizer must be of kind data.tokenizer and fit in model.vocab_size."""
-    if tokenizer.kind != config.data.tokenizer:
+    if tokenizer.kind != tokenizer_kind(config.data.tokenizer):
         raise ConfigError(
             f"data.tokenizer: is {config.data.tokenizer!r} but the given tokenizer is {tokenizer.kind!r}"
         )

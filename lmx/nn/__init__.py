@@ -14,12 +14,16 @@ from lmx.nn.norms import NORMS, LayerNorm, RMSNorm
 from lmx.nn.params import logical_names, param
 from lmx.nn.partition import logical_partition_specs
 from lmx.nn.positions import POSITIONS, apply_rope, rope_frequencies
+from lmx.nn.blocks import LayerInputs, deepnorm_constants
+from lmx.nn.masks import MASKS
+from lmx.nn.rotary import apply_rotary
 from lmx.nn.remat import REMAT
-from lmx.nn.transformer import Block, Transformer
+from lmx.nn.transformer import MODELS, Block, EncoderDecoder, Transformer, build_model
 
 # the config's accepted names and these registries must agree
 for _names, _registry in (
     (_config.NORMS, NORMS),
+    (_config.ARCHS, MODELS),
     (_config.POSITIONS, POSITIONS),
     (_config.FFNS, FFN_ACTIVATIONS),
     (_config.ATTENTION_IMPLS, ATTENTION_IMPLS),
@@ -29,6 +33,13 @@ for _names, _registry in (
         raise ImportError(f"lmx.config lists {sorted(_names)} but lmx.nn implements {sorted(_registry)}")
 
 __all__ = [
+    "MASKS",
+    "MODELS",
+    "EncoderDecoder",
+    "LayerInputs",
+    "apply_rotary",
+    "build_model",
+    "deepnorm_constants",
     "ATTENTION_IMPLS",
     "Attention",
     "Block",

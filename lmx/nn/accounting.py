@@ -1,30 +1,62 @@
-"""Analytic parameter and FLOP counts for a ModelConfig.
+"""Analytic parameter and FLOP counts for a ModelConfig (every architecture and layer type).
 
 FLOP convention (Kaplan et al. 2020, arXiv:2001.08361, Table 1; Chowdhery et al. 2022 PaLM,
 arXiv:2204.02311, Appendix B): a matmul with a P-parameter weight costs 2P FLOPs per token forward
 and 4P backward, so training costs 6 N_matmul per token, where N_matmul counts every weight matrix
-applied per token: the attention and FFN projections of all layers plus the output projection
-(counted whether or not it is tied to the input embedding). The input embedding lookup, norms,
-activations, softmax and RoPE are not counted. Attention scores q k^T and the weighted sum of values
-cost 2 * 2 * S * H * d_h FLOPs per token per layer forward for a full (bidirectional) S x S map;
-with a causal mask only half of the map is needed, so we count half (as MaxText has done since 2025;
-PaLM's 6 N + 12 L H d_h S counts the full map):
-    training  = 6 N_matmul + 6 n_layers * seq_len * n_heads * head_dim    (= 12 L H d_h S / 2)
-    forward   = training / 3.
+applied per token: the attention/SSM and FFN projections of all layers plus the output projection
+(counted whether or not it is tied to the input embedding). Embedding lookups, norms, activations,
+softmax, RoPE and the SSM's elementwise scan are not counted. Softmax attention scores and the
+weighted sum cost 2 * 2 * S_eff * H * d_h FLOPs per token per layer forward, where S_eff is the
+number of keys a query sees on average: S/2 for a causal map (MaxText's convention since 2025;
+PaLM's 12 L H d_h S counts the full map), S for a bidirectional one, about the window for sliding
+windows, window + S/stride + global tokens for block-sparse. Linear attention costs
+2 * 2 * H * d_h^2 per token per layer instead (the phi(k) v^T update and phi(q) S read).
+For encoder_decoder the count assumes encoder and decoder sequences of the same length.
+    training = 3 * forward.
 """
 
 from __future__ import annotations
 
+import math
+
 from lmx.config import ModelConfig
+from lmx.nn.absolute_positions import base_n_num_digits
 from lmx.nn.mlp import FFN_ACTIVATIONS
 
-# parameter vectors of size d_model per norm layer
-_NORM_VECTORS = {"rmsnorm": 1, "layernorm": 2}
+
+def _norm_params(config: ModelConfig) -> int:
+    if config.norm_position == "rezero":
+        return 0
+    has_bias = config.norm == "layernorm" and config.norm_bias
+    return config.d_model * (2 if has_bias else 1)
 
 
-def _attention_params(config: ModelConfig) -> int:
+def _attention_matmul(config: ModelConfig) -> int:
     d, h = config.d_model, config.resolved_head_dim
     return d * config.n_heads * h * 2 + d * config.n_kv_heads * h * 2  # q, out + k, v
+
+
+def _attention_extra(config: ModelConfig, cross: bool = False) -> int:
+    h = config.resolved_head_dim
+    extra = 2 * h if config.qk_norm else 0
+    if config.position == "shaw" and not cross:
+        extra += 2 * (2 * config.shaw_max_distance + 1) * h
+    return extra
+
+
+def _ssm_dims(config: ModelConfig):
+    inner = config.ssm_expand * config.d_model
+    return inner, config.ssm_state, math.ceil(config.d_model / 16)
+
+
+def _ssm_matmul(config: ModelConfig) -> int:
+    e, n, r = _ssm_dims(config)
+    return config.d_model * 2 * e + e * (r + 2 * n) + r * e + e * config.d_model
+
+
+def _ssm_extra(config: ModelConfig) -> int:
+    e, n, _ = _ssm_dims(config)
+    return e * config.ssm_conv + e + e + e * n + e  # conv weight, conv bias, dt bias, A_log, D
 
 
 def _ffn_params(config: ModelConfig) -> int:
@@ -32,43 +64,103 @@ def _ffn_params(config: ModelConfig) -> int:
     return n_mats * config.d_model * config.resolved_d_ff
 
 
-def _norm_params(config: ModelConfig) -> int:
-    return _NORM_VECTORS[config.norm] * config.d_model
+def _layer_params(config: ModelConfig, layer_type: str, cross: bool) -> int:
+    if layer_type == "A":
+        mixer = _attention_matmul(config) + _attention_extra(config)
+    else:
+        mixer = _ssm_matmul(config) + _ssm_extra(config)
+    total = mixer + _ffn_params(config) + 2 * _norm_params(config)
+    if cross:
+        total += _attention_matmul(config) + _attention_extra(config, cross=True) + _norm_params(config)
+    if config.norm_position == "rezero":
+        total += 1
+    return total
+
+
+def _stacks(config: ModelConfig) -> list[tuple[int, str, bool]]:
+    """(layers, pattern, cross) of every stack of the model."""
+    if config.arch == "encoder_decoder":
+        return [(config.resolved_encoder_layers, "A", False), (config.n_layers, "A", True)]
+    return [(config.n_layers, config.layer_pattern, False)]
+
+
+def _position_tables(config: ModelConfig) -> int:
+    if config.position == "learned":
+        return config.max_seq_len * config.d_model
+    if config.position == "base_n":
+        return base_n_num_digits(config.max_seq_len, config.position_base) * config.position_base * config.d_model
+    return 0
 
 
 def param_count(config: ModelConfig, include_embedding: bool = True) -> int:
-    """Number of parameters of `Transformer(config)`.
+    """Number of parameters of `build_model(config)`.
 
-    With include_embedding=False the vocabulary-sized matrices (input embedding and, when untied,
-    the output matrix) are left out; norms are kept.
+    With include_embedding=False the vocabulary-sized matrices (input embedding and, when untied, the
+    output matrix) and absolute position tables are left out (Kaplan et al.'s non-embedding N).
     """
-    per_layer = _attention_params(config) + _ffn_params(config) + 2 * _norm_params(config)
-    total = config.n_layers * per_layer + _norm_params(config)
+    total = 0
+    for n_layers, pattern, cross in _stacks(config):
+        per_group = sum(_layer_params(config, t, cross) for t in pattern)
+        total += n_layers // len(pattern) * per_group
+        total += _norm_params(config) if config.norm_position == "pre" else 0  # final norm
+    if config.position == "t5":
+        n_tables = 2 if config.arch == "encoder_decoder" else 1
+        total += n_tables * config.t5_num_buckets * config.n_heads
     if include_embedding:
-        vocab_mats = 1 if config.tie_embeddings else 2
-        total += vocab_mats * config.vocab_size * config.d_model
+        total += (1 if config.tie_embeddings else 2) * config.vocab_size * config.d_model
+        total += _position_tables(config)
     return total
 
 
 def matmul_params(config: ModelConfig) -> int:
     """Weights applied as matmuls per token: all layers' projections plus the output projection."""
-    per_layer = _attention_params(config) + _ffn_params(config)
-    return config.n_layers * per_layer + config.d_model * config.vocab_size
+    total = config.d_model * config.vocab_size
+    for n_layers, pattern, cross in _stacks(config):
+        for layer_type in pattern:
+            per_layer = _attention_matmul(config) if layer_type == "A" else _ssm_matmul(config)
+            per_layer += _ffn_params(config) + (_attention_matmul(config) if cross else 0)
+            total += n_layers // len(pattern) * per_layer
+    return total
+
+
+def _keys_seen(config: ModelConfig, seq_len: int, causal: bool) -> float:
+    if not causal:
+        return float(seq_len)
+    if config.attention_pattern == "sliding_window":
+        return float(min(config.window, seq_len))
+    if config.attention_pattern == "block_sparse":
+        return float(min(seq_len / 2, config.window + seq_len / (2 * config.sparse_stride) + config.global_tokens))
+    return seq_len / 2
+
+
+def _attention_flops(config: ModelConfig, seq_len: int) -> float:
+    h_dh = config.n_heads * config.resolved_head_dim
+    flops = 0.0
+    for n_layers, pattern, cross in _stacks(config):
+        n_attention = n_layers // len(pattern) * pattern.count("A")
+        causal = config.is_causal or cross  # the decoder of encoder_decoder is causal
+        if config.attention_kind == "linear":
+            per_layer = 4 * h_dh * config.resolved_head_dim
+        else:
+            per_layer = 4 * _keys_seen(config, seq_len, causal) * h_dh
+        if cross:
+            per_layer += 4 * seq_len * h_dh  # cross-attention sees every encoder position
+        flops += n_attention * per_layer
+    return flops
 
 
 def flops_per_token(config: ModelConfig, seq_len: int) -> dict[str, int]:
     """Forward and training FLOPs per token at context length `seq_len` (convention: module docstring).
 
-    Keys: matmul_params, forward_matmul (2 N), forward_attention (2 L S H d_h), forward, training
-    (3 x forward: 6 N + 6 L S H d_h).
+    Keys: matmul_params, forward_matmul (2 N), forward_attention, forward, training (3 x forward).
     """
     n = matmul_params(config)
-    attn_fwd = 2 * config.n_layers * seq_len * config.n_heads * config.resolved_head_dim
-    forward = 2 * n + attn_fwd
+    attention = int(round(_attention_flops(config, seq_len)))
+    forward = 2 * n + attention
     return {
         "matmul_params": n,
         "forward_matmul": 2 * n,
-        "forward_attention": attn_fwd,
+        "forward_attention": attention,
         "forward": forward,
         "training": 3 * forward,
     }

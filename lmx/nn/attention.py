@@ -1,18 +1,23 @@
-"""Causal grouped-query self-attention (GQA; Ainslie et al. 2023, arXiv:2305.13245).
+"""Grouped-query attention (GQA; Ainslie et al. 2023, arXiv:2305.13245) with pluggable positions,
+masks, kernels and kinds.
 
 N query heads share K key/value heads (N % K == 0; K == N is multi-head attention, K == 1 is
 multi-query attention). With head dimension H:
-    q = x Wq [embed, heads, head_dim],  k = x Wk, v = x Wv [embed, kv_heads, head_dim],
-    q, k <- position(q), position(k)            (RoPE by default; see lmx.nn.positions)
-    o_n = softmax(q_n k_g(n)^T / sqrt(H) + causal/segment mask) v_g(n),   g(n) = n // (N / K)
-    y = o Wo [heads, head_dim, embed].           No biases.
-The core is `jax.nn.dot_product_attention`, which takes GQA directly; its XLA path computes the
-logits with float32 accumulation and the softmax in float32 even when q, k, v are bfloat16, and
-cuDNN's fused kernel keeps softmax statistics in float32.
+    q = x Wq [embed, heads, head_dim],  k = c Wk, v = c Wv [embed, kv_heads, head_dim]   (c = x, or the
+                                                                                     encoder states for cross-attention)
+    optional QK-norm: q, k <- RMSNorm over head_dim (Dehghani et al. 2023; OLMo 2)
+    q, k <- RoPE / xPos (lmx.nn.rotary) for position in {rope, xpos}; other schemes act elsewhere:
+            ALiBi and T5 arrive as an additive `bias`, Shaw adds its own key/value terms here,
+            absolute schemes are added to the embeddings
+    o = softmax(q k^T / sqrt(H) + bias, masked) v     (float32 softmax; lmx.nn.attention_kernels)
+    y = o Wo [heads, head_dim, embed].   No biases.
+`kind="linear"` replaces the softmax by a kernel feature map (lmx.nn.linear_attention).
 
 Standalone: `self.attn = Attention(d_model, n_heads, n_kv_heads, rngs=rngs)`, then
-`y_BxLxD = self.attn(x_BxLxD, positions_BxL)`; pass `segment_ids_BxL` to keep packed documents from
-attending to each other (a token attends to key j only if j <= i and segment_ids match).
+`y_BxLxD = self.attn(x_BxLxD, positions_BxL)` (causal). Pass a boolean `mask` broadcastable to
+[B, N, L, S] (lmx.nn.masks builds them) to replace the default causal mask, `bias` [B|1, N, L, S]
+to add logits, `segment_ids_BxL` to keep packed documents apart, and `context_BxSxD` for
+cross-attention.
 """
 
 from __future__ import annotations
@@ -21,24 +26,40 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lmx.nn.params import dtype_of, normal_param
-from lmx.nn.positions import POSITIONS
+from lmx.nn import attention_kernels
+from lmx.nn import masks as mask_lib
+from lmx.nn.params import constant_param, dtype_of, normal_param
+from lmx.nn.position_bias import ShawRelative
+from lmx.nn.rotary import apply_rotary
 
-# config.attention_impl -> the `implementation` argument of jax.nn.dot_product_attention
-ATTENTION_IMPLS: dict[str, str | None] = {"xla": "xla", "cudnn": "cudnn", "auto": None}
+ATTENTION_IMPLS = {name: name for name in ("plain", "xla", "cudnn", "splash", "auto")}
+ROTARY_POSITIONS = ("rope", "xpos")
+
+
+def resolve_attention_impl(impl: str, compute_dtype, backend: str | None = None) -> str:
+    """The kernel a plain causal softmax attention runs for `impl` on `backend` (see attention_kernels)."""
+    sixteen_bit = jnp.dtype(dtype_of(compute_dtype)) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+    request = attention_kernels.Request(mask="causal", sixteen_bit=sixteen_bit)
+    return attention_kernels.choose_kernel(impl, request, backend, allow_interpret=True)
 
 
 def segment_mask(segment_ids_BxL: jax.Array) -> jax.Array:
     """Boolean (B, 1, L, L) mask, True where query i and key j lie in the same segment."""
-    return (segment_ids_BxL[:, :, None] == segment_ids_BxL[:, None, :])[:, None, :, :]
+    return mask_lib.document(segment_ids_BxL, segment_ids_BxL)
+
+
+def _rms(x, scale, eps):
+    x32 = x.astype(jnp.float32)
+    y = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + eps)
+    return (y * scale.astype(jnp.float32)).astype(x.dtype)
 
 
 class Attention(nnx.Module):
-    """Causal GQA self-attention; see the module docstring for the formula and the parameters.
+    """GQA attention; see the module docstring for the formula and the options.
 
-    Projections are initialised N(0, init_std^2) and the output projection N(0, out_std^2)
-    (out_std defaults to init_std). Parameters are stored in `param_dtype`, matmuls run in
-    `compute_dtype`, and the output has `compute_dtype`.
+    Projections are initialised N(0, init_std^2), the value projection N(0, value_std^2) and the
+    output projection N(0, out_std^2) (both default to init_std; DeepNorm scales them by beta).
+    Parameters are stored in `param_dtype`, matmuls run in `compute_dtype`.
     """
 
     def __init__(
@@ -50,8 +71,18 @@ class Attention(nnx.Module):
         *,
         position: str = "rope",
         rope_theta: float = 10000.0,
+        rope_layout: str = "half",
+        rope_fraction: float = 1.0,
+        xpos_scale_base: float = 512.0,
+        shaw_max_distance: int = 16,
         impl: str = "xla",
+        kind: str = "softmax",
+        feature_map: str = "elu1",
+        qk_norm: bool = False,
+        norm_eps: float = 1e-6,
+        cross: bool = False,
         init_std: float = 0.02,
+        value_std: float | None = None,
         out_std: float | None = None,
         param_dtype=jnp.float32,
         compute_dtype=jnp.float32,
@@ -61,45 +92,96 @@ class Attention(nnx.Module):
         head_dim = head_dim or d_model // n_heads
         if n_heads % n_kv_heads:
             raise ValueError(f"n_kv_heads={n_kv_heads} must divide n_heads={n_heads}")
-        if position not in POSITIONS:
-            raise ValueError(f"unknown position {position!r}; choose one of {', '.join(POSITIONS)}")
         if impl not in ATTENTION_IMPLS:
             raise ValueError(f"unknown attention impl {impl!r}; choose one of {', '.join(ATTENTION_IMPLS)}")
         self.position = position
-        self.rope_theta = rope_theta
-        self.impl = impl
+        self.rope_theta, self.rope_layout, self.rope_fraction = rope_theta, rope_layout, rope_fraction
+        self.xpos_scale_base = xpos_scale_base
+        self.impl, self.kind, self.feature_map = impl, kind, feature_map
+        self.cross = cross
+        self.norm_eps = norm_eps
         self.compute_dtype = dtype_of(compute_dtype)
-        out_std = init_std if out_std is None else out_std
         D, N, K, H = d_model, n_heads, n_kv_heads, head_dim
         self.query = normal_param(rngs, (D, N, H), ("embed", "heads", "head_dim"), init_std, param_dtype)
         self.key = normal_param(rngs, (D, K, H), ("embed", "kv_heads", "head_dim"), init_std, param_dtype)
-        self.value = normal_param(rngs, (D, K, H), ("embed", "kv_heads", "head_dim"), init_std, param_dtype)
-        self.out = normal_param(rngs, (N, H, D), ("heads", "head_dim", "embed"), out_std, param_dtype)
+        self.value = normal_param(rngs, (D, K, H), ("embed", "kv_heads", "head_dim"),
+                                  init_std if value_std is None else value_std, param_dtype)
+        self.out = normal_param(rngs, (N, H, D), ("heads", "head_dim", "embed"),
+                                init_std if out_std is None else out_std, param_dtype)
+        self.q_norm = constant_param(1.0, (H,), ("head_dim",), param_dtype) if qk_norm else None
+        self.k_norm = constant_param(1.0, (H,), ("head_dim",), param_dtype) if qk_norm else None
+        self.shaw = ShawRelative(H, shaw_max_distance, init_std=init_std, rngs=rngs) \
+            if position == "shaw" and not cross else None
+
+    def _rotate(self, x, positions, is_query):
+        if self.cross or self.position not in ROTARY_POSITIONS:
+            return x
+        xpos = self.xpos_scale_base if self.position == "xpos" else None
+        return apply_rotary(x, positions, self.rope_theta, layout=self.rope_layout, fraction=self.rope_fraction,
+                            xpos_scale_base=xpos, is_query=is_query)
 
     def __call__(
         self,
         x_BxLxD: jax.Array,
         positions_BxL: jax.Array | None = None,
         segment_ids_BxL: jax.Array | None = None,
+        *,
+        mask=None,
+        bias=None,
+        causal: bool = True,
+        mask_kind: str | None = None,
+        window: int = 0,
+        context_BxSxD: jax.Array | None = None,
+        context_positions_BxS: jax.Array | None = None,
     ) -> jax.Array:
         cdt = self.compute_dtype
         B, L, _ = x_BxLxD.shape
         if positions_BxL is None:
-            positions_BxL = jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32), (B, L))
-        x_BxLxD = x_BxLxD.astype(cdt)
+            positions_BxL = mask_lib.default_positions(B, L)
+        source = x_BxLxD if context_BxSxD is None else context_BxSxD
+        k_positions = positions_BxL if context_BxSxD is None else (
+            context_positions_BxS if context_positions_BxS is not None
+            else mask_lib.default_positions(B, source.shape[1]))
+        x_BxLxD, source = x_BxLxD.astype(cdt), source.astype(cdt)
         q_BxLxNxH = jnp.einsum("bld,dnh->blnh", x_BxLxD, self.query[...].astype(cdt))
-        k_BxLxKxH = jnp.einsum("bld,dkh->blkh", x_BxLxD, self.key[...].astype(cdt))
-        v_BxLxKxH = jnp.einsum("bld,dkh->blkh", x_BxLxD, self.value[...].astype(cdt))
-        encode = POSITIONS[self.position]
-        q_BxLxNxH = encode(q_BxLxNxH, positions_BxL, self.rope_theta)
-        k_BxLxKxH = encode(k_BxLxKxH, positions_BxL, self.rope_theta)
-        mask_Bx1xLxL = None if segment_ids_BxL is None else segment_mask(segment_ids_BxL)
-        o_BxLxNxH = jax.nn.dot_product_attention(
-            q_BxLxNxH,
-            k_BxLxKxH,
-            v_BxLxKxH,
-            mask=mask_Bx1xLxL,
-            is_causal=True,
-            implementation=ATTENTION_IMPLS[self.impl],
+        k_BxSxKxH = jnp.einsum("bsd,dkh->bskh", source, self.key[...].astype(cdt))
+        v_BxSxKxH = jnp.einsum("bsd,dkh->bskh", source, self.value[...].astype(cdt))
+        if self.q_norm is not None:
+            q_BxLxNxH = _rms(q_BxLxNxH, self.q_norm[...], self.norm_eps)
+            k_BxSxKxH = _rms(k_BxSxKxH, self.k_norm[...], self.norm_eps)
+        q_BxLxNxH = self._rotate(q_BxLxNxH, positions_BxL, True)
+        k_BxSxKxH = self._rotate(k_BxSxKxH, k_positions, False)
+        if self.kind == "linear":
+            o_BxLxNxH = self._linear(q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, causal and context_BxSxD is None,
+                                     segment_ids_BxL)
+        else:
+            o_BxLxNxH = self._softmax(q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, positions_BxL, k_positions,
+                                      segment_ids_BxL, mask, bias, causal, mask_kind, window)
+        return jnp.einsum("blnh,nhd->bld", o_BxLxNxH.astype(cdt), self.out[...].astype(cdt))
+
+    def _linear(self, q, k, v, causal: bool, segment_ids):
+        from lmx.nn import linear_attention
+
+        if causal:  # chunked scan: a masked C x C form inside chunks, the running state across them
+            chunk = min(64, q.shape[1])
+            return linear_attention.causal_linear_attention(q, k, v, feature_map=self.feature_map,
+                                                            segment_ids_BxL=segment_ids, chunk_size=chunk)
+        return linear_attention.bidirectional_linear_attention(q, k, v, feature_map=self.feature_map)
+
+    def _softmax(self, q, k, v, q_positions, k_positions, segment_ids, mask, bias, causal, mask_kind, window):
+        if mask is None:
+            if causal:
+                mask = mask_lib.causal(q_positions, k_positions)
+            mask = mask_lib.combine(mask, None if segment_ids is None else segment_mask(segment_ids))
+            if mask_kind is None:
+                mask_kind = "dynamic" if segment_ids is not None else ("causal" if causal else "bidirectional")
+        mask_kind = mask_kind or "dynamic"
+        request = attention_kernels.Request(
+            mask=mask_kind, window=window, has_bias=bias is not None, shaw=self.shaw is not None,
+            sixteen_bit=jnp.dtype(self.compute_dtype) != jnp.dtype(jnp.float32),
         )
-        return jnp.einsum("blnh,nhd->bld", o_BxLxNxH, self.out[...].astype(cdt))
+        kernel = attention_kernels.choose_kernel(self.impl, request)
+        if kernel == "splash":
+            return attention_kernels.splash(q, k, v, mask_kind=mask_kind, window=window)
+        return attention_kernels.KERNELS[kernel](q, k, v, mask=mask, bias=bias, shaw=self.shaw,
+                                                 q_positions=q_positions, k_positions=k_positions)

@@ -2,10 +2,13 @@
 
 Gated variants (Shazeer 2020, "GLU Variants Improve Transformer", arXiv:2002.05202) use three
 matrices, gate/up [embed, mlp] and down [mlp, embed]:
-    FFN(x) = (act(x W_gate) * (x W_up)) W_down,   swiglu: act = SiLU,  geglu: act = GELU.
-Plain variants use two matrices: FFN(x) = act(x W_up) W_down with act in {gelu, relu, silu}.
-`gelu` everywhere is the exact erf form, GELU(x) = x * Phi(x) (Hendrycks & Gimpel 2016,
-arXiv:1606.08415), not the tanh approximation. No biases.
+    FFN(x) = (act(x W_gate) * (x W_up)) W_down,
+    swiglu: act = SiLU,  geglu: act = GELU,  reglu: act = ReLU,  glu: act = sigmoid (Dauphin et al. 2017).
+Plain variants use two matrices: FFN(x) = act(x W_up) W_down with act in {gelu, gelu_tanh, relu, silu}.
+`gelu` is the exact erf form, GELU(x) = x * Phi(x) (Hendrycks & Gimpel 2016, arXiv:1606.08415);
+`gelu_tanh` is their tanh approximation 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) used by
+GPT-2. No biases. The hidden size d_ff comes from model.d_ff or model.ffn_ratio (4 for plain FFNs,
+8/3 for gated ones keeps the parameter count equal), rounded up to model.ffn_multiple_of.
 
 Standalone: `self.ffn = MLP(d_model, d_ff, "swiglu", rngs=rngs)`, then `y_BxLxD = self.ffn(x_BxLxD)`.
 """
@@ -38,7 +41,10 @@ class FFNActivation:
 FFN_ACTIVATIONS: dict[str, FFNActivation] = {
     "swiglu": FFNActivation(jax.nn.silu, gated=True),
     "geglu": FFNActivation(gelu, gated=True),
+    "reglu": FFNActivation(jax.nn.relu, gated=True),
+    "glu": FFNActivation(jax.nn.sigmoid, gated=True),
     "gelu": FFNActivation(gelu, gated=False),
+    "gelu_tanh": FFNActivation(lambda x: jax.nn.gelu(x, approximate=True), gated=False),
     "relu": FFNActivation(jax.nn.relu, gated=False),
     "silu": FFNActivation(jax.nn.silu, gated=False),
 }

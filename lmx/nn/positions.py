@@ -7,8 +7,9 @@ the angle p * theta_i with theta_i = base^(-2i/K):
 Angles and the rotation are computed in float32; the result has x's dtype. Positions are explicit
 (B, L) integer arrays so packed documents can restart them.
 
-`POSITIONS` maps `config.position` names to functions `(x_BxLxHxK, positions_BxL, theta) -> x`;
-"none" (NoPE, Kazemnejad et al. 2023, arXiv:2305.19466) returns x unchanged.
+`POSITIONS` lists every `config.position` name and where that scheme acts; "none" is NoPE
+(Kazemnejad et al. 2023, arXiv:2305.19466). The general rotary function (both layouts, partial
+rotation, xPos) is `lmx.nn.rotary.apply_rotary`; `apply_rope` here is its half-split special case.
 """
 
 from __future__ import annotations
@@ -52,7 +53,15 @@ def no_position(x_BxLxHxK: jax.Array, positions_BxL: jax.Array, theta: float = 1
     return x_BxLxHxK
 
 
-POSITIONS: dict[str, Callable[[jax.Array, jax.Array, float], jax.Array]] = {
-    "rope": apply_rope,
-    "none": no_position,
+POSITIONS: dict[str, str] = {
+    # config.position -> where the scheme acts (see lmx.nn.attention and lmx.nn.transformer)
+    "none": "nowhere (NoPE)",
+    "rope": "queries and keys (lmx.nn.rotary)",
+    "xpos": "queries and keys (lmx.nn.rotary, with xPos scaling)",
+    "alibi": "attention logits (lmx.nn.position_bias.alibi_bias)",
+    "t5": "attention logits (lmx.nn.position_bias.T5RelativeBias, shared by layers)",
+    "shaw": "attention keys and values (lmx.nn.position_bias.ShawRelative)",
+    "sinusoidal": "input embeddings (lmx.nn.absolute_positions.sinusoidal)",
+    "learned": "input embeddings (lmx.nn.absolute_positions.LearnedPositions)",
+    "base_n": "input embeddings (lmx.nn.absolute_positions.BaseNPositions)",
 }

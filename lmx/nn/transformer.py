@@ -1,150 +1,265 @@
-"""Decoder-only pre-norm Transformer (Vaswani et al. 2017; pre-norm as in GPT-2, Radford et al. 2019).
+"""Transformer language models for every `model.arch`.
 
-    h_0 = E[tokens]                                   E: [vocab, embed], N(0, init_std^2)
-    h'  = h + Attn(Norm(h), positions, segments)      for each of n_layers blocks
-    h   = h' + FFN(Norm(h'))
-    logits = Norm(h_L) E^T   (tie_embeddings)  or  Norm(h_L) W_out  (W_out: [embed, vocab])
-Residual-branch output projections (attention `out`, FFN `down`) are initialised with
-std = init_std / sqrt(2 n_layers) (GPT-2 style: each of the 2 n_layers residual additions then
-contributes variance ~1/(2 n_layers) of one unscaled branch). Other matrices use init_std.
+    decoder          causal LM: h = Stack(Embed(tokens)), logits = Unembed(FinalNorm(h))
+    prefix_lm        the same network; attention is bidirectional inside each example's prefix and
+                     causal after it (Raffel et al. 2020, sec. 3.2.1); loss on the suffix only
+    encoder          bidirectional stack, masked-LM head (Devlin et al. 2019); `sentence_embedding`
+                     pools the final states (mean over real tokens, or the first token)
+    encoder_decoder  T5-style (Raffel et al. 2020): bidirectional encoder, causal decoder with
+                     cross-attention to the encoder states, shared token embedding
 
-Blocks are stacked on a leading `layers` axis (nnx.vmap), and the forward runs either a
-`jax.lax.scan` over that axis (config.scan_layers) or an unrolled loop over its slices; the two give
-the same numbers. The block body is rematerialised according to config.remat (lmx.nn.remat).
-Logits are float32: the output matmul takes compute-dtype operands and accumulates into float32.
+Embedding: token table [vocab, embed] (times sqrt(d_model) with `scale_embeddings`), plus the
+absolute position signal for position in {sinusoidal, learned, base_n}. ALiBi and T5 biases are
+computed once per forward (the T5 table is shared by all layers) and passed to every layer with the
+mask. Layers are stacked on a leading `layers` axis — one entry per repetition of
+`model.layer_pattern` — and run with `jax.lax.scan` (or an unrolled loop, `scan_layers=False`), under
+the remat policy `model.remat`. Logits are float32 (`logit_soft_cap`: cap * tanh(logits / cap),
+Gemma 2). The residual stream carries sharding constraints (logical batch, seq, embed), no-ops
+unless traced inside `lmx.parallel.activations.activation_sharding`.
+
+Standalone: `model = Transformer(config, rngs=nnx.Rngs(0))`; `logits_BxLxV = model(tokens_BxL)`.
 """
 
 from __future__ import annotations
-
-import math
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from lmx.config import ModelConfig
-from lmx.nn.attention import Attention
-from lmx.nn.mlp import MLP
+from lmx.nn import masks as mask_lib
+from lmx.nn.absolute_positions import BaseNPositions, LearnedPositions, Sinusoidal
+from lmx.nn.blocks import Block, LayerGroup, LayerInputs, deepnorm_constants, init_stds  # noqa: F401
 from lmx.nn.norms import NORMS
 from lmx.nn.params import dtype_of, normal_param
+from lmx.nn.position_bias import T5RelativeBias, alibi_bias, alibi_slopes
 from lmx.nn.remat import REMAT
+from lmx.parallel.activations import constrain
+
+ACTIVATION_NAMES = ("batch", "seq", "embed")  # logical names of the residual stream [B, L, D]
+
+ABSOLUTE_POSITIONS = {
+    "sinusoidal": lambda c, rngs: Sinusoidal(c.d_model),
+    "learned": lambda c, rngs: LearnedPositions(c.max_seq_len, c.d_model, init_std=c.init_std,
+                                                param_dtype=c.param_dtype, rngs=rngs),
+    "base_n": lambda c, rngs: BaseNPositions(c.max_seq_len, c.d_model, c.position_base, init_std=c.init_std,
+                                             param_dtype=c.param_dtype, rngs=rngs),
+}
 
 
 def residual_out_std(config: ModelConfig) -> float:
-    """init_std / sqrt(2 n_layers): the init of projections that write into the residual stream."""
-    return config.init_std / math.sqrt(2 * config.n_layers)
+    """The init std of projections that write into the residual stream (see lmx.nn.blocks.init_stds)."""
+    return init_stds(config, 1.0)["out_std"]
 
 
-class Block(nnx.Module):
-    """Pre-norm block: x = x + attn(norm(x)); x = x + mlp(norm(x)).
+class _Embedding(nnx.Module):
+    """Token embedding `embed` [vocab, embed] (+ absolute `positions`) and the output projection
+    (tied to `embed`, or `unembed` [embed, vocab])."""
 
-    Standalone: `block = Block(config, rngs=rngs)`; `y_BxLxD = block(x_BxLxD, positions_BxL,
-    segment_ids_BxL)` (positions default to arange(L); x in compute dtype, output likewise).
-    """
+    def _init_embedding(self, config: ModelConfig, rngs: nnx.Rngs) -> None:
+        self.config = config
+        self.embed = normal_param(rngs, (config.vocab_size, config.d_model), ("vocab", "embed"),
+                                  config.init_std, config.param_dtype)
+        make_positions = ABSOLUTE_POSITIONS.get(config.position)
+        self.positions = make_positions(config, rngs) if make_positions else None
+        if not config.tie_embeddings:
+            self.unembed = normal_param(rngs, (config.d_model, config.vocab_size), ("embed", "vocab"),
+                                        config.init_std, config.param_dtype)
 
-    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
-        norm = NORMS[config.norm]
-        out_std = residual_out_std(config)
-        common = dict(
-            init_std=config.init_std,
-            out_std=out_std,
-            param_dtype=config.param_dtype,
-            compute_dtype=config.compute_dtype,
-            rngs=rngs,
-        )
-        self.attn_norm = norm(config.d_model, config.norm_eps, param_dtype=config.param_dtype, rngs=rngs)
-        self.attn = Attention(
-            config.d_model,
-            config.n_heads,
-            config.n_kv_heads,
-            config.resolved_head_dim,
-            position=config.position,
-            rope_theta=config.rope_theta,
-            impl=config.attention_impl,
-            **common,
-        )
-        self.mlp_norm = norm(config.d_model, config.norm_eps, param_dtype=config.param_dtype, rngs=rngs)
-        self.mlp = MLP(config.d_model, config.resolved_d_ff, config.ffn, **common)
+    def _embed_tokens(self, tokens_BxL, positions_BxL):
+        cdt = dtype_of(self.config.compute_dtype)
+        x = jnp.take(self.embed[...], tokens_BxL, axis=0).astype(jnp.float32)
+        if self.config.scale_embeddings:
+            x = x * jnp.sqrt(jnp.float32(self.config.d_model))
+        if self.positions is not None:
+            x = x + self.positions(positions_BxL)
+        return constrain(x.astype(cdt), ACTIVATION_NAMES)
 
-    def __call__(
-        self,
-        x_BxLxD: jax.Array,
-        positions_BxL: jax.Array | None = None,
-        segment_ids_BxL: jax.Array | None = None,
-    ) -> jax.Array:
-        x_BxLxD = x_BxLxD + self.attn(self.attn_norm(x_BxLxD), positions_BxL, segment_ids_BxL)
-        return x_BxLxD + self.mlp(self.mlp_norm(x_BxLxD))
+    def _logits(self, x_BxLxD):
+        cdt = dtype_of(self.config.compute_dtype)
+        w_DxV = self.embed[...].astype(cdt).T if self.config.tie_embeddings else self.unembed[...].astype(cdt)
+        logits = jnp.einsum("bld,dv->blv", x_BxLxD.astype(cdt), w_DxV, preferred_element_type=jnp.float32)
+        cap = self.config.logit_soft_cap
+        return cap * jnp.tanh(logits / cap) if cap else logits
 
 
-def _stacked_blocks(config: ModelConfig, rngs: nnx.Rngs) -> Block:
-    """n_layers Blocks whose parameters share a leading axis named `layers`."""
+def make_stack(config: ModelConfig, n_layers: int, *, cross: bool = False, deepnorm=(1.0, 1.0),
+               pattern: str | None = None, rngs: nnx.Rngs) -> nnx.Module:
+    """`n_layers` layers stacked on a leading `layers` axis: a Block per layer when the pattern has one
+    entry, else a LayerGroup per repetition of the pattern."""
+    pattern = pattern or config.layer_pattern
+    layer_config = config if pattern == config.layer_pattern else _with_pattern(config, pattern)
 
-    @nnx.split_rngs(splits=config.n_layers)
+    @nnx.split_rngs(splits=n_layers // len(pattern))
     @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
-    def make(rngs: nnx.Rngs) -> Block:
-        return Block(config, rngs=rngs)
+    def make(rngs: nnx.Rngs):
+        if len(pattern) == 1:
+            return Block(layer_config, layer_type=pattern, cross=cross, deepnorm=deepnorm, rngs=rngs)
+        return LayerGroup(layer_config, cross=cross, deepnorm=deepnorm, rngs=rngs)
 
     return make(rngs)
 
 
-class Transformer(nnx.Module):
-    """Decoder-only LM: `Transformer(config, rngs=nnx.Rngs(0))(tokens_BxL) -> logits_BxLxV` (float32).
+def run_stack(config: ModelConfig, stack: nnx.Module, x_BxLxD, inputs: LayerInputs):
+    """Run the stacked layers with a scan (or an unrolled loop) under the remat policy."""
+    graphdef, state = nnx.split(stack)
 
-    `positions_BxL` defaults to arange(L) per row; `segment_ids_BxL` (optional) restricts attention
-    to tokens of the same segment (packed documents). Parameters: `embed` [vocab, embed],
-    `blocks` (a Block with every parameter stacked on a leading `layers` axis), `final_norm`, and
-    `unembed` [embed, vocab] only when tie_embeddings is False.
-    """
+    def body(x, layer_state):
+        return constrain(nnx.merge(graphdef, layer_state)(x, inputs), ACTIVATION_NAMES), None
+
+    body = REMAT[config.remat](body, not config.scan_layers)
+    if config.scan_layers:
+        return jax.lax.scan(body, x_BxLxD, state)[0]
+    n_groups = jax.tree.leaves(state)[0].shape[0]
+    for i in range(n_groups):
+        x_BxLxD, _ = body(x_BxLxD, jax.tree.map(lambda a, i=i: a[i], state))
+    return x_BxLxD
+
+
+def _with_pattern(config: ModelConfig, pattern: str) -> ModelConfig:
+    import dataclasses
+
+    return dataclasses.replace(config, layer_pattern=pattern)
+
+
+class PositionBias(nnx.Module):
+    """The logit bias of ALiBi (fixed slopes) or T5 (one learned table shared by all layers)."""
+
+    def __init__(self, config: ModelConfig, *, bidirectional: bool, rngs: nnx.Rngs):
+        self.kind = config.position
+        self.bidirectional = bidirectional
+        if self.kind == "t5":
+            self.t5 = T5RelativeBias(config.n_heads, config.t5_num_buckets, config.t5_max_distance,
+                                     bidirectional=bidirectional, init_std=config.init_std, rngs=rngs)
+        self.slopes = tuple(float(s) for s in alibi_slopes(config.n_heads)) if self.kind == "alibi" else None
+
+    def __call__(self, q_positions_BxL, k_positions_BxS):
+        if self.kind == "t5":
+            return self.t5(q_positions_BxL, k_positions_BxS)
+        return alibi_bias(jnp.asarray(self.slopes), q_positions_BxL, k_positions_BxS, causal=not self.bidirectional)
+
+
+def _causal_mask(config: ModelConfig, positions_BxL):
+    """Mask and kernel hint for a causal stack by `attention_pattern`."""
+    if config.attention_pattern == "sliding_window":
+        return mask_lib.sliding_window(positions_BxL, positions_BxL, config.window), "sliding_window"
+    if config.attention_pattern == "block_sparse":
+        mask = mask_lib.block_sparse(positions_BxL, positions_BxL, config.window, config.sparse_stride,
+                                     config.global_tokens)
+        return mask, "dynamic"
+    return mask_lib.causal(positions_BxL, positions_BxL), "causal"
+
+
+def _final_norm(config: ModelConfig, rngs):
+    if config.norm_position != "pre":  # post-norm/DeepNorm outputs are already normalised; ReZero has none
+        return None
+    return NORMS[config.norm](config.d_model, config.norm_eps, use_bias=config.norm_bias,
+                              param_dtype=config.param_dtype, rngs=rngs)
+
+
+class Transformer(_Embedding):
+    """Decoder, prefix-LM or encoder language model (by `config.arch`); see the module docstring."""
 
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
-        self.config = config
-        self.compute_dtype = dtype_of(config.compute_dtype)
-        self.embed = normal_param(
-            rngs, (config.vocab_size, config.d_model), ("vocab", "embed"), config.init_std, config.param_dtype
-        )
-        self.blocks = _stacked_blocks(config, rngs)
-        self.final_norm = NORMS[config.norm](
-            config.d_model, config.norm_eps, param_dtype=config.param_dtype, rngs=rngs
-        )
-        if not config.tie_embeddings:
-            self.unembed = normal_param(
-                rngs,
-                (config.d_model, config.vocab_size),
-                ("embed", "vocab"),
-                config.init_std,
-                config.param_dtype,
-            )
+        self._init_embedding(config, rngs)
+        self.causal = config.arch in ("decoder", "prefix_lm")
+        part = "decoder" if self.causal else "encoder"
+        deepnorm = deepnorm_constants(config.arch, config.n_layers, config.n_layers, part)
+        self.blocks = make_stack(config, config.n_layers, deepnorm=deepnorm, rngs=rngs)
+        self.final_norm = _final_norm(config, rngs)
+        self.position_bias = PositionBias(config, bidirectional=config.arch == "encoder", rngs=rngs) \
+            if config.position in ("alibi", "t5") else None
 
-    def __call__(
-        self,
-        tokens_BxL: jax.Array,
-        positions_BxL: jax.Array | None = None,
-        segment_ids_BxL: jax.Array | None = None,
-    ) -> jax.Array:
-        cdt = self.compute_dtype
+    def _inputs(self, positions_BxL, segment_ids_BxL, prefix_len_B, valid_BxL) -> LayerInputs:
+        config = self.config
+        if config.arch == "prefix_lm":
+            if prefix_len_B is None:
+                raise ValueError("arch=prefix_lm needs prefix_len_B (the prefix length of each example)")
+            mask, kind = mask_lib.prefix_lm(positions_BxL, positions_BxL, prefix_len_B), "dynamic"
+        elif self.causal:
+            mask, kind = _causal_mask(config, positions_BxL)
+        else:
+            mask, kind = None, "bidirectional"
+        if segment_ids_BxL is not None:
+            mask, kind = mask_lib.combine(mask, mask_lib.document(segment_ids_BxL, segment_ids_BxL)), "dynamic"
+        if valid_BxL is not None:
+            mask, kind = mask_lib.combine(mask, mask_lib.padding(valid_BxL)), "dynamic"
+        bias = self.position_bias(positions_BxL, positions_BxL) if self.position_bias is not None else None
+        return LayerInputs(positions=positions_BxL, segment_ids=segment_ids_BxL, mask=mask, bias=bias,
+                           causal=self.causal, mask_kind=kind, window=config.window)
+
+    def hidden_states(self, tokens_BxL, positions_BxL=None, segment_ids_BxL=None, prefix_len_B=None,
+                      valid_BxL=None):
         B, L = tokens_BxL.shape
         if positions_BxL is None:
-            positions_BxL = jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32), (B, L))
-        x_BxLxD = jnp.take(self.embed[...], tokens_BxL, axis=0).astype(cdt)
-        x_BxLxD = self._run_blocks(x_BxLxD, positions_BxL, segment_ids_BxL)
-        x_BxLxD = self.final_norm(x_BxLxD).astype(cdt)
-        if self.config.tie_embeddings:
-            w_DxV = self.embed[...].astype(cdt).T
-        else:
-            w_DxV = self.unembed[...].astype(cdt)
-        return jnp.einsum("bld,dv->blv", x_BxLxD, w_DxV, preferred_element_type=jnp.float32)
+            positions_BxL = mask_lib.default_positions(B, L)
+        x = self._embed_tokens(tokens_BxL, positions_BxL)
+        x = run_stack(self.config, self.blocks, x, self._inputs(positions_BxL, segment_ids_BxL, prefix_len_B,
+                                                                  valid_BxL))
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        return constrain(x.astype(dtype_of(self.config.compute_dtype)), ACTIVATION_NAMES)
 
-    def _run_blocks(self, x_BxLxD, positions_BxL, segment_ids_BxL):
-        graphdef, state = nnx.split(self.blocks)
+    def __call__(self, tokens_BxL, positions_BxL=None, segment_ids_BxL=None, prefix_len_B=None, valid_BxL=None):
+        """Logits [B, L, V] float32 (next-token for causal archs, masked-token for the encoder)."""
+        return self._logits(self.hidden_states(tokens_BxL, positions_BxL, segment_ids_BxL,
+                                                       prefix_len_B, valid_BxL))
 
-        def body(x_BxLxD, layer_state):
-            block = nnx.merge(graphdef, layer_state)
-            return block(x_BxLxD, positions_BxL, segment_ids_BxL), None
+    def sentence_embedding(self, tokens_BxL, valid_BxL=None, pooling: str | None = None):
+        """[B, D] float32: the mean of the final states over real tokens, or the first token's state."""
+        pooling = pooling or self.config.pooling
+        h = self.hidden_states(tokens_BxL, valid_BxL=valid_BxL).astype(jnp.float32)
+        if pooling == "first":
+            return h[:, 0]
+        weights = jnp.ones(tokens_BxL.shape, jnp.float32) if valid_BxL is None else valid_BxL.astype(jnp.float32)
+        return (h * weights[..., None]).sum(1) / jnp.maximum(weights.sum(1, keepdims=True), 1.0)
 
-        body = REMAT[self.config.remat](body, not self.config.scan_layers)
-        if self.config.scan_layers:
-            x_BxLxD, _ = jax.lax.scan(body, x_BxLxD, state)
-            return x_BxLxD
-        for i in range(self.config.n_layers):
-            x_BxLxD, _ = body(x_BxLxD, jax.tree.map(lambda a, i=i: a[i], state))
-        return x_BxLxD
+
+class EncoderDecoder(_Embedding):
+    """T5-style encoder-decoder with a shared embedding; `__call__` returns decoder logits."""
+
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
+        self._init_embedding(config, rngs)
+        n_enc, n_dec = config.resolved_encoder_layers, config.n_layers
+        self.encoder = make_stack(config, n_enc, pattern="A",
+                                  deepnorm=deepnorm_constants("encoder_decoder", n_enc, n_dec, "encoder"), rngs=rngs)
+        self.decoder = make_stack(config, n_dec, cross=True, pattern="A",
+                                  deepnorm=deepnorm_constants("encoder_decoder", n_enc, n_dec, "decoder"), rngs=rngs)
+        self.encoder_norm = _final_norm(config, rngs)
+        self.decoder_norm = _final_norm(config, rngs)
+        relative = config.position in ("alibi", "t5")
+        self.encoder_bias = PositionBias(config, bidirectional=True, rngs=rngs) if relative else None
+        self.decoder_bias = PositionBias(config, bidirectional=False, rngs=rngs) if relative else None
+
+    def encode(self, tokens_BxS, valid_BxS=None):
+        B, S = tokens_BxS.shape
+        positions = mask_lib.default_positions(B, S)
+        mask = None if valid_BxS is None else mask_lib.padding(valid_BxS)
+        bias = self.encoder_bias(positions, positions) if self.encoder_bias is not None else None
+        inputs = LayerInputs(positions=positions, mask=mask, bias=bias, causal=False,
+                             mask_kind="bidirectional" if mask is None else "dynamic")
+        h = run_stack(self.config, self.encoder, self._embed_tokens(tokens_BxS, positions), inputs)
+        return self.encoder_norm(h) if self.encoder_norm is not None else h
+
+    def decode(self, decoder_tokens_BxL, encoder_states_BxSxD, encoder_valid_BxS=None):
+        B, L = decoder_tokens_BxL.shape
+        positions = mask_lib.default_positions(B, L)
+        bias = self.decoder_bias(positions, positions) if self.decoder_bias is not None else None
+        context_mask = None if encoder_valid_BxS is None else mask_lib.padding(encoder_valid_BxS)
+        inputs = LayerInputs(positions=positions, mask=mask_lib.causal(positions, positions), bias=bias,
+                             causal=True, mask_kind="causal", context=encoder_states_BxSxD,
+                             context_mask=context_mask)
+        h = run_stack(self.config, self.decoder, self._embed_tokens(decoder_tokens_BxL, positions), inputs)
+        h = self.decoder_norm(h) if self.decoder_norm is not None else h
+        return self._logits(h)
+
+    def __call__(self, encoder_tokens_BxS, decoder_tokens_BxL, encoder_valid_BxS=None):
+        return self.decode(decoder_tokens_BxL, self.encode(encoder_tokens_BxS, encoder_valid_BxS), encoder_valid_BxS)
+
+
+MODELS = {"decoder": Transformer, "prefix_lm": Transformer, "encoder": Transformer, "encoder_decoder": EncoderDecoder}
+
+
+def build_model(config: ModelConfig, *, rngs: nnx.Rngs) -> nnx.Module:
+    """The model class of `config.arch`, initialised from `rngs`."""
+    return MODELS[config.arch](config, rngs=rngs)

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from lmx.train.forward import forward
 from lmx.train.loss import loss_sums, safe_mean
 
 
@@ -18,15 +19,15 @@ def _first_nonfinite(prefix: str, tree) -> str | None:
     return None
 
 
-def first_nonfinite_tensor(graphdef, params, batch: dict, z_loss: float = 0.0) -> str:
+def first_nonfinite_tensor(graphdef, params, batch: dict, config) -> str:
     """Re-run the failed step's pieces in order and return the name of the first non-finite one."""
     found = _first_nonfinite("parameter ", params) or _first_nonfinite("batch", dict(batch))
     if found:
         return found
 
     def objective(params):
-        logits = nnx.merge(graphdef, params)(batch["inputs"])
-        sums = loss_sums(logits, batch["targets"], batch["loss_mask"], z_loss)
+        logits, targets, mask = forward(nnx.merge(graphdef, params), batch, config)
+        sums = loss_sums(logits, targets, mask, config.optim.z_loss)
         return safe_mean(sums["nll"] + sums["z"], sums["tokens"]), logits
 
     (loss, logits), grads = jax.jit(jax.value_and_grad(objective, has_aux=True))(params)

@@ -28,7 +28,8 @@ from lmx.data import prepare_data
 from lmx.decode import greedy_generate
 from lmx.errors import CheckpointError, ConfigError, NonFiniteError
 from lmx.eval import evaluate
-from lmx.nn import Transformer, flops_per_token, param_count
+from lmx.nn import build_model as build_architecture
+from lmx.nn import flops_per_token, param_count
 from lmx.parallel import STRATEGIES, make_mesh
 from lmx.parallel.shardings import batch_sharding, data_parallel_size, tree_shardings
 from lmx.train.checkpoint import Checkpointer, abstract_with_shardings
@@ -55,8 +56,9 @@ class Trainer:
     init_state: object
 
 
-def build_model(config: Config, seed: int | None = None) -> Transformer:
-    return Transformer(config.model, rngs=nnx.Rngs(params=config.train.seed if seed is None else seed))
+def build_model(config: Config, seed: int | None = None) -> nnx.Module:
+    """The model of `config.model.arch`, initialised from train.seed (or `seed`)."""
+    return build_architecture(config.model, rngs=nnx.Rngs(params=config.train.seed if seed is None else seed))
 
 
 def check_parallelism(config: Config, mesh) -> None:
@@ -107,7 +109,7 @@ def build_trainer(config: Config, token_bytes: np.ndarray, mesh=None, token_char
     )
     eval_step = jax.jit(
         make_eval_step(graphdef, jnp.asarray(token_bytes, jnp.int32),
-                       None if token_chars is None else jnp.asarray(token_chars, jnp.int32)),
+                       None if token_chars is None else jnp.asarray(token_chars, jnp.int32), config=config),
         in_shardings=(shardings["params"], data_sharding),
         out_shardings=replicated,
     )
@@ -226,7 +228,8 @@ def train(
 
     eval_result = loop.eval_result or evaluate(trainer.eval_step, state["params"], valid)
     samples = []
-    if loop.status == "completed" and config.eval.sample_prompts and config.eval.sample_tokens:
+    if (loop.status == "completed" and config.model.arch == "decoder" and config.eval.sample_prompts
+            and config.eval.sample_tokens):
         model = nnx.merge(trainer.graphdef, state["params"])
         continuations = greedy_generate(model, data.tokenizer, list(config.eval.sample_prompts),
                                         config.eval.sample_tokens, config.data.seq_len)
@@ -273,7 +276,7 @@ class _Loop:
     def _halt(self, state: dict, batch: dict, step: int, loss: float) -> None:
         from lmx.train.diagnose import first_nonfinite_tensor
 
-        culprit = first_nonfinite_tensor(self.trainer.graphdef, state["params"], batch, self.config.optim.z_loss)
+        culprit = first_nonfinite_tensor(self.trainer.graphdef, state["params"], batch, self.config)
         last = self.checkpointer.latest_step()
         raise NonFiniteError(
             f"train.nonfinite=halt: non-finite loss or gradient at step {step + 1} (batch index {step}, "

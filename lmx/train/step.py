@@ -16,12 +16,17 @@ import optax
 from flax import nnx
 
 from lmx.config import Config
+from lmx.train.forward import forward
 from lmx.train.loss import loss_sums, safe_mean
 
 
-def _forward(graphdef, params, batch):
+def _forward(graphdef, params, batch, config: Config | None):
+    """(logits, targets, loss_mask) of the architecture's objective (lmx.train.forward); a plain
+    causal LM reading `inputs` when no config is given."""
     model = nnx.merge(graphdef, params)
-    return model(batch["inputs"])
+    if config is None:
+        return model(batch["inputs"]), batch["targets"], batch["loss_mask"]
+    return forward(model, batch, config)
 
 
 def _split_micro(batch: dict, k: int) -> dict:
@@ -40,7 +45,8 @@ def make_loss_and_grads(graphdef, config: Config):
     z_coef = config.optim.z_loss
 
     def objective(params, batch):
-        sums = loss_sums(_forward(graphdef, params, batch), batch["targets"], batch["loss_mask"], z_coef)
+        logits, targets, mask = _forward(graphdef, params, batch, config)
+        sums = loss_sums(logits, targets, mask, z_coef)
         return sums["nll"] + sums["z"], sums
 
     grad_fn = jax.value_and_grad(objective, has_aux=True)
@@ -97,16 +103,22 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, schedule, config
     return train_step
 
 
-def make_eval_step(graphdef, token_bytes: jax.Array):
-    """Sums over a batch: nll (nats), unmasked target tokens, and the UTF-8 bytes those targets cover."""
+def make_eval_step(graphdef, token_bytes: jax.Array, token_chars: jax.Array | None = None, *,
+                   config: Config | None = None):
+    """Sums over a batch: nll (nats), unmasked target tokens, the UTF-8 bytes those targets cover and,
+    given the tokenizer's `token_chars`, the characters they cover."""
 
     def eval_step(params, batch: dict):
-        sums = loss_sums(_forward(graphdef, params, batch), batch["targets"], batch["loss_mask"])
-        mask = batch["loss_mask"].astype(jnp.float32)
-        return {
+        logits, targets, mask = _forward(graphdef, params, batch, config)
+        sums = loss_sums(logits, targets, mask)
+        mask = mask.astype(jnp.float32)
+        out = {
             "nll": sums["nll"],
             "tokens": sums["tokens"],
-            "bytes": jnp.sum(token_bytes[batch["targets"]].astype(jnp.float32) * mask),
+            "bytes": jnp.sum(token_bytes[targets].astype(jnp.float32) * mask),
         }
+        if token_chars is not None:
+            out["chars"] = jnp.sum(token_chars[targets].astype(jnp.float32) * mask)
+        return out
 
     return eval_step

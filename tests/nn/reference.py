@@ -34,11 +34,23 @@ def relu(x):
     return np.maximum(x, 0.0)
 
 
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def gelu_tanh(x):
+    """Hendrycks & Gimpel's tanh approximation."""
+    return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+
+
 # name -> (activation, gated)
 FFN = {
     "swiglu": (silu, True),
     "geglu": (gelu_exact, True),
+    "reglu": (relu, True),
+    "glu": (sigmoid, True),
     "gelu": (gelu_exact, False),
+    "gelu_tanh": (gelu_tanh, False),
     "relu": (relu, False),
     "silu": (silu, False),
 }

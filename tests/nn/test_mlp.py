@@ -28,7 +28,7 @@ def test_ffn_matches_numpy(name):
 def test_ffn_parameters(name):
     mlp = MLP(16, 24, name, rngs=nnx.Rngs(0))
     gated = FFN_ACTIVATIONS[name].gated
-    assert gated == (name in ("swiglu", "geglu"))
+    assert gated == (name in ("swiglu", "geglu", "reglu", "glu"))
     assert hasattr(mlp, "gate") == gated
     assert mlp.up.shape == (16, 24) and mlp.down.shape == (24, 16)
     assert logical_names(mlp.up) == ("embed", "mlp") and logical_names(mlp.down) == ("mlp", "embed")

@@ -7,7 +7,7 @@ from lmx.parallel.rules import STRATEGIES, logical_to_spec
 
 from .helpers import build, tiny_config
 
-LOGICAL = {"vocab", "embed", "heads", "kv_heads", "head_dim", "mlp", "layers"}
+LOGICAL = {"vocab", "embed", "heads", "kv_heads", "head_dim", "mlp", "layers", None}  # None: replicated
 
 
 @pytest.fixture(scope="module", params=[{}, {"tie_embeddings": False, "norm": "layernorm", "ffn": "relu"}])

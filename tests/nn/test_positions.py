@@ -53,6 +53,4 @@ def test_rope_scores_depend_only_on_relative_position(i, j, shift, seed):
 
 def test_positions_registry():
     assert set(POSITIONS) == set(lmx_config.POSITIONS)
-    x = jnp.ones((B, L, H, K))
-    assert POSITIONS["none"](x, jnp.arange(L)[None].repeat(B, 0), 10000.0) is x
-    assert POSITIONS["rope"] is apply_rope
+    assert all(isinstance(where, str) and where for where in POSITIONS.values())

@@ -1,0 +1,151 @@
+"""One transformer layer: a token mixer (attention or a selective SSM), optional cross-attention, and
+an FFN, each wrapped by the residual placement `model.norm_position`.
+
+    pre       x + f(norm(x))                        (GPT-2, Llama)
+    post      norm(x + f(x))                        (Vaswani et al. 2017)
+    deepnorm  norm(alpha x + f(x)); the value, output and FFN projections are initialised with their
+              std times beta (Wang et al. 2022, DeepNet, arXiv:2203.00555; constants in `deepnorm_constants`)
+    rezero    x + g f(x) with a learned scalar g initialised to 0 and no norms (Bachlechner et al. 2020,
+              arXiv:2003.04887); one g per layer, shared by its sublayers
+
+Standalone: `block = Block(config, rngs=rngs)`; `y = block(x_BxLxD)` (causal, positions 0..L-1), or
+`block(x_BxLxD, positions_BxL)`, or `block(x_BxLxD, LayerInputs(...))` for masks, biases, cross-attention.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from lmx.config import ModelConfig
+from lmx.nn.attention import Attention
+from lmx.nn.mlp import MLP
+from lmx.nn.norms import NORMS
+from lmx.nn.params import constant_param
+
+
+MIXER_NAMES = {"A": "attn", "M": "ssm"}  # attribute names of the token mixer by layer type
+
+
+@dataclasses.dataclass
+class LayerInputs:
+    """What every layer of a stack sees besides the residual stream (computed once per forward)."""
+
+    positions: jax.Array
+    segment_ids: jax.Array | None = None
+    mask: jax.Array | None = None
+    bias: jax.Array | None = None
+    causal: bool = True
+    mask_kind: str | None = None
+    window: int = 0
+    context: jax.Array | None = None  # encoder states for cross-attention
+    context_mask: jax.Array | None = None
+
+
+def deepnorm_constants(arch: str, n_encoder: int, n_decoder: int, part: str) -> tuple[float, float]:
+    """(alpha, beta) of DeepNet's Table 1 for a layer in `part` ("encoder" or "decoder")."""
+    if arch == "encoder_decoder":
+        if part == "encoder":
+            return 0.81 * (n_encoder**4 * n_decoder) ** (1 / 16), 0.87 * (n_encoder**4 * n_decoder) ** (-1 / 16)
+        return (3 * n_decoder) ** 0.25, (12 * n_decoder) ** -0.25
+    n = n_encoder if part == "encoder" else n_decoder
+    return (2 * n) ** 0.25, (8 * n) ** -0.25
+
+
+def init_stds(config: ModelConfig, beta: float) -> dict:
+    """Initial standard deviations of the projections by `model.init` (and DeepNorm's beta)."""
+    if config.init == "small":  # Nguyen & Salazar 2019: sqrt(2 / (5 d))
+        base = math.sqrt(2 / (5 * config.d_model))
+        out = base
+    elif config.init == "normal":
+        base = out = config.init_std
+    else:  # scaled: GPT-2 residual scaling of the projections that write into the residual stream
+        base, out = config.init_std, config.init_std / math.sqrt(2 * config.n_layers)
+    return {"init_std": base, "value_std": base * beta, "out_std": out * beta, "ffn_std": base * beta}
+
+
+class Block(nnx.Module):
+    def __init__(self, config: ModelConfig, *, layer_type: str = "A", cross: bool = False,
+                 deepnorm: tuple[float, float] = (1.0, 1.0), rngs: nnx.Rngs):
+        self.placement = config.norm_position
+        self.alpha = deepnorm[0] if self.placement == "deepnorm" else 1.0
+        stds = init_stds(config, deepnorm[1] if self.placement == "deepnorm" else 1.0)
+        common = dict(param_dtype=config.param_dtype, compute_dtype=config.compute_dtype, rngs=rngs)
+        attention = dict(
+            n_kv_heads=config.n_kv_heads, head_dim=config.resolved_head_dim, rope_theta=config.rope_theta,
+            rope_layout=config.rope_layout, rope_fraction=config.rope_fraction,
+            xpos_scale_base=config.xpos_scale_base, shaw_max_distance=config.shaw_max_distance,
+            impl=config.attention_impl, qk_norm=config.qk_norm, norm_eps=config.norm_eps,
+            init_std=stds["init_std"], value_std=stds["value_std"], out_std=stds["out_std"], **common,
+        )
+        self.layer_type = layer_type
+        self.mixer_name = MIXER_NAMES[layer_type]
+        if layer_type == "A":
+            mixer = Attention(config.d_model, config.n_heads, position=config.position,
+                              kind=config.attention_kind, feature_map=config.linear_feature_map, **attention)
+        else:
+            from lmx.nn.ssm import SelectiveSSM
+
+            mixer = SelectiveSSM(config.d_model, config.ssm_state, config.ssm_expand, config.ssm_conv,
+                                 init_std=stds["init_std"], out_std=stds["out_std"], **common)
+        setattr(self, self.mixer_name, mixer)
+        self.cross_attn = Attention(config.d_model, config.n_heads, position="none", cross=True, **attention) \
+            if cross else None
+        self.mlp = MLP(config.d_model, config.resolved_d_ff, config.ffn, init_std=stds["ffn_std"],
+                       out_std=stds["out_std"] if self.placement != "deepnorm" else stds["ffn_std"], **common)
+        if self.placement == "rezero":
+            self.gate = constant_param(0.0, (), (), config.param_dtype)
+        else:
+            norm = NORMS[config.norm]
+            kwargs = dict(use_bias=config.norm_bias, param_dtype=config.param_dtype, rngs=rngs)
+            setattr(self, f"{self.mixer_name}_norm", norm(config.d_model, config.norm_eps, **kwargs))
+            self.cross_norm = norm(config.d_model, config.norm_eps, **kwargs) if cross else None
+            self.mlp_norm = norm(config.d_model, config.norm_eps, **kwargs)
+
+    def _residual(self, x, f, norm):
+        if self.placement == "pre":
+            return x + f(norm(x))
+        if self.placement == "post":
+            return norm(x + f(x))
+        if self.placement == "deepnorm":
+            return norm(x * self.alpha + f(x))
+        return x + self.gate[...].astype(x.dtype) * f(x)  # rezero
+
+    def _mix(self, x, inputs: LayerInputs):
+        mixer = getattr(self, self.mixer_name)
+        if self.layer_type == "A":
+            return mixer(x, inputs.positions, inputs.segment_ids, mask=inputs.mask, bias=inputs.bias,
+                              causal=inputs.causal, mask_kind=inputs.mask_kind, window=inputs.window)
+        return mixer(x, inputs.segment_ids)
+
+    def __call__(self, x_BxLxD: jax.Array, inputs: LayerInputs | jax.Array | None = None) -> jax.Array:
+        """`inputs`: a LayerInputs, or just positions [B, L] (causal self-attention), or None (arange)."""
+        if not isinstance(inputs, LayerInputs):
+            B, L = x_BxLxD.shape[:2]
+            positions = jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32), (B, L)) if inputs is None else inputs
+            inputs = LayerInputs(positions=positions)
+        norm = lambda name: getattr(self, name, None)
+        x_BxLxD = self._residual(x_BxLxD, lambda h: self._mix(h, inputs), norm(f"{self.mixer_name}_norm"))
+        if self.cross_attn is not None:
+            cross = lambda h: self.cross_attn(h, inputs.positions, mask=inputs.context_mask, causal=False,
+                                              mask_kind="dynamic", context_BxSxD=inputs.context)
+            x_BxLxD = self._residual(x_BxLxD, cross, norm("cross_norm"))
+        return self._residual(x_BxLxD, self.mlp, norm("mlp_norm")).astype(x_BxLxD.dtype)
+
+
+class LayerGroup(nnx.Module):
+    """One repetition of `model.layer_pattern` (e.g. "AAM"): the unit that is stacked and scanned."""
+
+    def __init__(self, config: ModelConfig, *, cross: bool = False, deepnorm=(1.0, 1.0), rngs: nnx.Rngs):
+        self.layers = nnx.List([Block(config, layer_type=t, cross=cross, deepnorm=deepnorm, rngs=rngs)
+                                for t in config.layer_pattern])
+
+    def __call__(self, x_BxLxD, inputs: LayerInputs):
+        for layer in self.layers:
+            x_BxLxD = layer(x_BxLxD, inputs)
+        return x_BxLxD
+

@@ -1,0 +1,261 @@
+"""Kernelised linear attention (Katharopoulos et al. 2020, "Transformers are RNNs", arXiv:2006.16236).
+
+Softmax attention's similarity exp(q.k) is replaced by a feature-map kernel phi(q).phi(k), so the
+sum over keys factorises and the cost is linear in the sequence length L. For query i:
+    causal:         o_i = phi(q_i)^T S_i / (phi(q_i)^T z_i + eps),
+                    S_i = sum_{j<=i} phi(k_j) v_j^T  [H, H],    z_i = sum_{j<=i} phi(k_j)  [H]
+    bidirectional:  o_i = phi(q_i)^T (phi(K)^T V) / (phi(q_i)^T phi(K)^T 1 + eps)
+Feature maps (registry FEATURE_MAPS): "elu1" phi(x) = elu(x) + 1 (the paper's choice) and
+"relu" phi(x) = max(x, 0). Both are non-negative, so the normaliser is >= 0; `eps` guards the
+division (relu can zero a whole row).
+
+The causal form is the paper's RNN view: a `jax.lax.scan` over time carries the running state
+(S, z), [B, N, H, H] and [B, N, H], so memory is O(L) in the sequence length: no L x L matrix and no
+[L, H, H] cumulative tensor. With `chunk_size=C` the scan runs over L/C chunks instead: inside a
+chunk the masked C x C quadratic form, across chunks the carried state (never an L x L matrix).
+All products accumulate in float32; outputs are cast back to q's dtype.
+
+GQA: k, v may have K heads with N % K == 0 (query head n reads key/value head n // (N / K), as in
+lmx.nn.attention). `k_valid_BxL` (bool) drops invalid keys (padding): their phi(k) is zeroed, so
+they enter neither S nor z. `segment_ids_BxL` (causal form) keeps packed documents apart: the state
+restarts where the segment id changes (segments must be contiguous runs, as packing makes them).
+
+Standalone functions: `o_BxLxNxH = causal_linear_attention(q_BxLxNxH, k_BxLxKxH, v_BxLxKxH)`.
+Standalone module (same projections and logical names as `Attention`, no position encoding):
+`self.attn = LinearAttention(d_model, n_heads, n_kv_heads, rngs=rngs)`, then
+`y_BxLxD = self.attn(x_BxLxD, positions_BxL, segment_ids_BxL)` (positions are accepted for call
+compatibility and ignored).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from lmx.nn.params import dtype_of, normal_param
+
+FEATURE_MAPS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "elu1": lambda x: jax.nn.elu(x) + 1.0,
+    "relu": jax.nn.relu,
+}
+
+
+def _features(
+    q_BxLxNxH: jax.Array,
+    k_BxLxKxH: jax.Array,
+    v_BxLxKxH: jax.Array,
+    feature_map: str,
+    k_valid_BxL: jax.Array | None,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """float32 phi(q), phi(k), v with k/v heads repeated up to N and invalid keys zeroed."""
+    if feature_map not in FEATURE_MAPS:
+        raise ValueError(f"unknown feature map {feature_map!r}; choose one of {', '.join(FEATURE_MAPS)}")
+    N, K = q_BxLxNxH.shape[2], k_BxLxKxH.shape[2]
+    if N % K or v_BxLxKxH.shape[2] != K:
+        raise ValueError(f"k/v heads ({K}, {v_BxLxKxH.shape[2]}) must be equal and divide q heads ({N})")
+    phi = FEATURE_MAPS[feature_map]
+    fq_BxLxNxH = phi(q_BxLxNxH.astype(jnp.float32))
+    fk_BxLxKxH = phi(k_BxLxKxH.astype(jnp.float32))
+    v_BxLxKxH = v_BxLxKxH.astype(jnp.float32)
+    if k_valid_BxL is not None:
+        fk_BxLxKxH = fk_BxLxKxH * k_valid_BxL[:, :, None, None].astype(jnp.float32)
+    if K != N:  # head n uses kv head n // (N / K)
+        fk_BxLxKxH = jnp.repeat(fk_BxLxKxH, N // K, axis=2)
+        v_BxLxKxH = jnp.repeat(v_BxLxKxH, N // K, axis=2)
+    return fq_BxLxNxH, fk_BxLxKxH, v_BxLxKxH
+
+
+def bidirectional_linear_attention(
+    q_BxLxNxH: jax.Array,
+    k_BxLxKxH: jax.Array,
+    v_BxLxKxH: jax.Array,
+    feature_map: str = "elu1",
+    eps: float = 1e-6,
+    k_valid_BxL: jax.Array | None = None,
+) -> jax.Array:
+    """Non-causal linear attention, phi(Q)(phi(K)^T V) / (phi(Q) phi(K)^T 1 + eps), per head."""
+    fq, fk, v = _features(q_BxLxNxH, k_BxLxKxH, v_BxLxKxH, feature_map, k_valid_BxL)
+    kv_BxNxHxH = jnp.einsum("blnh,blnm->bnhm", fk, v)
+    z_BxNxH = jnp.sum(fk, axis=1)
+    num_BxLxNxH = jnp.einsum("blnh,bnhm->blnm", fq, kv_BxNxHxH)
+    den_BxLxN = jnp.einsum("blnh,bnh->bln", fq, z_BxNxH)
+    return (num_BxLxNxH / (den_BxLxN[..., None] + eps)).astype(q_BxLxNxH.dtype)
+
+
+def causal_linear_attention(
+    q_BxLxNxH: jax.Array,
+    k_BxLxKxH: jax.Array,
+    v_BxLxKxH: jax.Array,
+    feature_map: str = "elu1",
+    eps: float = 1e-6,
+    k_valid_BxL: jax.Array | None = None,
+    segment_ids_BxL: jax.Array | None = None,
+    chunk_size: int | None = None,
+) -> jax.Array:
+    """Causal linear attention via a scan carrying S = sum phi(k) v^T and z = sum phi(k).
+
+    `chunk_size=None` scans token by token (the RNN form); `chunk_size=C` scans chunks of C tokens
+    (L is zero-padded up to a multiple of C; padded keys contribute nothing).
+    """
+    fq, fk, v = _features(q_BxLxNxH, k_BxLxKxH, v_BxLxKxH, feature_map, k_valid_BxL)
+    B, L, N, H = fq.shape
+    if segment_ids_BxL is None:
+        segment_ids_BxL = jnp.zeros((B, L), jnp.int32)
+    seg_BxL = segment_ids_BxL.astype(jnp.int32)
+    if chunk_size is None or chunk_size <= 1:
+        o = _token_scan(fq, fk, v, seg_BxL, eps)
+    else:
+        o = _chunk_scan(fq, fk, v, seg_BxL, eps, int(chunk_size))
+    return o.astype(q_BxLxNxH.dtype)
+
+
+def _token_scan(fq_BxLxNxH, fk_BxLxNxH, v_BxLxNxH, seg_BxL, eps):
+    B, L, N, H = fq_BxLxNxH.shape
+    # a token whose segment differs from its predecessor's starts with an empty state
+    prev_BxL = jnp.concatenate([seg_BxL[:, :1], seg_BxL[:, :-1]], axis=1)
+    keep_BxL = (seg_BxL == prev_BxL).astype(jnp.float32)
+
+    def step(carry, xs):
+        S_BxNxHxH, z_BxNxH = carry
+        fq_BxNxH, fk_BxNxH, v_BxNxH, keep_B = xs
+        S_BxNxHxH = keep_B[:, None, None, None] * S_BxNxHxH + fk_BxNxH[..., :, None] * v_BxNxH[..., None, :]
+        z_BxNxH = keep_B[:, None, None] * z_BxNxH + fk_BxNxH
+        num_BxNxH = jnp.einsum("bnh,bnhm->bnm", fq_BxNxH, S_BxNxHxH)
+        den_BxN = jnp.einsum("bnh,bnh->bn", fq_BxNxH, z_BxNxH)
+        return (S_BxNxHxH, z_BxNxH), num_BxNxH / (den_BxN[..., None] + eps)
+
+    time_major = lambda a: jnp.moveaxis(a, 1, 0)  # noqa: E731
+    init = (jnp.zeros((B, N, H, H), jnp.float32), jnp.zeros((B, N, H), jnp.float32))
+    xs = (time_major(fq_BxLxNxH), time_major(fk_BxLxNxH), time_major(v_BxLxNxH), time_major(keep_BxL))
+    _, o_LxBxNxH = jax.lax.scan(step, init, xs)
+    return time_major(o_LxBxNxH)
+
+
+def _chunk_scan(fq_BxLxNxH, fk_BxLxNxH, v_BxLxNxH, seg_BxL, eps, C):
+    B, L, N, H = fq_BxLxNxH.shape
+    T = -(-L // C)  # number of chunks
+    pad = T * C - L
+    if pad:  # padded tokens: phi(k) = 0 adds nothing; their outputs are sliced off
+        zeros = ((0, 0), (0, pad), (0, 0), (0, 0))
+        fq_BxLxNxH, fk_BxLxNxH, v_BxLxNxH = (jnp.pad(a, zeros) for a in (fq_BxLxNxH, fk_BxLxNxH, v_BxLxNxH))
+        seg_BxL = jnp.pad(seg_BxL, ((0, 0), (0, pad)), mode="edge")
+
+    def chunked(a):  # [B, T*C, ...] -> [T, B, C, ...]
+        return jnp.moveaxis(a.reshape(B, T, C, *a.shape[2:]), 1, 0)
+
+    # segment id of the last token before each chunk (the state carried into it belongs to it)
+    seg_TxBxC = chunked(seg_BxL)
+    causal_CxC = jnp.tril(jnp.ones((C, C), bool))
+
+    def step(carry, xs):
+        S_BxNxHxH, z_BxNxH, last_B = carry
+        fq_BxCxNxH, fk_BxCxNxH, v_BxCxNxH, seg_BxC = xs
+        # intra-chunk: masked quadratic form, key j visible to query i iff j <= i and same segment
+        same_BxCxC = (seg_BxC[:, :, None] == seg_BxC[:, None, :]) & causal_CxC
+        a_BxNxCxC = jnp.einsum("binh,bjnh->bnij", fq_BxCxNxH, fk_BxCxNxH)
+        a_BxNxCxC = jnp.where(same_BxCxC[:, None], a_BxNxCxC, 0.0)
+        # inter-chunk: the carried state applies to queries still in the carried segment
+        from_state_BxC = (seg_BxC == last_B[:, None]).astype(jnp.float32)
+        inter_num_BxCxNxH = jnp.einsum("binh,bnhm->binm", fq_BxCxNxH, S_BxNxHxH)
+        inter_den_BxCxN = jnp.einsum("binh,bnh->bin", fq_BxCxNxH, z_BxNxH)
+        num_BxCxNxH = jnp.einsum("bnij,bjnh->binh", a_BxNxCxC, v_BxCxNxH)
+        num_BxCxNxH = num_BxCxNxH + from_state_BxC[:, :, None, None] * inter_num_BxCxNxH
+        den_BxCxN = jnp.sum(a_BxNxCxC, axis=-1).transpose(0, 2, 1)
+        den_BxCxN = den_BxCxN + from_state_BxC[:, :, None] * inter_den_BxCxN
+        o_BxCxNxH = num_BxCxNxH / (den_BxCxN[..., None] + eps)
+        # new state: keys of the chunk's last segment, plus the old state if that segment continues
+        new_last_B = seg_BxC[:, -1]
+        w_BxC = (seg_BxC == new_last_B[:, None]).astype(jnp.float32)
+        cont_B = (new_last_B == last_B).astype(jnp.float32) * w_BxC[:, 0]
+        wk_BxCxNxH = w_BxC[:, :, None, None] * fk_BxCxNxH
+        chunk_S_BxNxHxH = jnp.einsum("bjnh,bjnm->bnhm", wk_BxCxNxH, v_BxCxNxH)
+        S_BxNxHxH = cont_B[:, None, None, None] * S_BxNxHxH + chunk_S_BxNxHxH
+        z_BxNxH = cont_B[:, None, None] * z_BxNxH + jnp.sum(wk_BxCxNxH, axis=1)
+        return (S_BxNxHxH, z_BxNxH, new_last_B), o_BxCxNxH
+
+    init = (
+        jnp.zeros((B, N, H, H), jnp.float32),
+        jnp.zeros((B, N, H), jnp.float32),
+        seg_BxL[:, 0],
+    )
+    xs = (chunked(fq_BxLxNxH), chunked(fk_BxLxNxH), chunked(v_BxLxNxH), seg_TxBxC)
+    _, o_TxBxCxNxH = jax.lax.scan(step, init, xs)
+    o_BxLxNxH = jnp.moveaxis(o_TxBxCxNxH, 0, 1).reshape(B, T * C, N, H)
+    return o_BxLxNxH[:, :L]
+
+
+class LinearAttention(nnx.Module):
+    """Multi-head (GQA) linear attention with the projections of `Attention`; see the module docstring.
+
+    q = x Wq [embed, heads, head_dim], k = x Wk, v = x Wv [embed, kv_heads, head_dim],
+    o = causal_linear_attention(q, k, v) (or bidirectional when causal=False), y = o Wo.
+    No biases, no position encoding. Projections are initialised N(0, init_std^2), Wo N(0, out_std^2).
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        n_kv_heads: int | None = None,
+        head_dim: int | None = None,
+        *,
+        feature_map: str = "elu1",
+        causal: bool = True,
+        chunk_size: int | None = 64,
+        eps: float = 1e-6,
+        init_std: float = 0.02,
+        out_std: float | None = None,
+        param_dtype=jnp.float32,
+        compute_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        n_kv_heads = n_kv_heads or n_heads
+        head_dim = head_dim or d_model // n_heads
+        if n_heads % n_kv_heads:
+            raise ValueError(f"n_kv_heads={n_kv_heads} must divide n_heads={n_heads}")
+        if feature_map not in FEATURE_MAPS:
+            raise ValueError(f"unknown feature map {feature_map!r}; choose one of {', '.join(FEATURE_MAPS)}")
+        self.feature_map = feature_map
+        self.causal = causal
+        self.chunk_size = chunk_size
+        self.eps = eps
+        self.compute_dtype = dtype_of(compute_dtype)
+        out_std = init_std if out_std is None else out_std
+        D, N, K, H = d_model, n_heads, n_kv_heads, head_dim
+        self.query = normal_param(rngs, (D, N, H), ("embed", "heads", "head_dim"), init_std, param_dtype)
+        self.key = normal_param(rngs, (D, K, H), ("embed", "kv_heads", "head_dim"), init_std, param_dtype)
+        self.value = normal_param(rngs, (D, K, H), ("embed", "kv_heads", "head_dim"), init_std, param_dtype)
+        self.out = normal_param(rngs, (N, H, D), ("heads", "head_dim", "embed"), out_std, param_dtype)
+
+    def __call__(
+        self,
+        x_BxLxD: jax.Array,
+        positions_BxL: jax.Array | None = None,
+        segment_ids_BxL: jax.Array | None = None,
+    ) -> jax.Array:
+        del positions_BxL  # no position encoding: causality (or nothing) orders the tokens
+        cdt = self.compute_dtype
+        x_BxLxD = x_BxLxD.astype(cdt)
+        q_BxLxNxH = jnp.einsum("bld,dnh->blnh", x_BxLxD, self.query[...].astype(cdt))
+        k_BxLxKxH = jnp.einsum("bld,dkh->blkh", x_BxLxD, self.key[...].astype(cdt))
+        v_BxLxKxH = jnp.einsum("bld,dkh->blkh", x_BxLxD, self.value[...].astype(cdt))
+        if self.causal:
+            o_BxLxNxH = causal_linear_attention(
+                q_BxLxNxH,
+                k_BxLxKxH,
+                v_BxLxKxH,
+                self.feature_map,
+                self.eps,
+                segment_ids_BxL=segment_ids_BxL,
+                chunk_size=self.chunk_size,
+            )
+        else:
+            if segment_ids_BxL is not None:
+                raise NotImplementedError("bidirectional linear attention takes no segment_ids")
+            o_BxLxNxH = bidirectional_linear_attention(
+                q_BxLxNxH, k_BxLxKxH, v_BxLxKxH, self.feature_map, self.eps
+            )
+        return jnp.einsum("blnh,nhd->bld", o_BxLxNxH.astype(cdt), self.out[...].astype(cdt))

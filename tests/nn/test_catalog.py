@@ -1,0 +1,237 @@
+"""The model catalog: every causal variant is causal, masks hold at the model level, DeepNorm and
+ReZero match their definitions at initialisation, kernels agree, and parameter counts are exact."""
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from lmx.config import ModelConfig
+from lmx.nn import build_model, param_count
+from lmx.nn import attention_kernels as kernels
+from lmx.nn import masks
+from lmx.nn.blocks import Block, deepnorm_constants
+
+BASE = ModelConfig(d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64, vocab_size=64, max_seq_len=32,
+                   init_std=0.1)
+L = 16
+
+
+def cfg(**kw) -> ModelConfig:
+    return dataclasses.replace(BASE, **kw)
+
+
+def _logits(model, tokens, **kw):
+    return np.asarray(jax.jit(lambda m, t: m(t, **kw))(model, tokens))
+
+
+def _tokens(seed=0, batch=1, length=L):
+    return jax.random.randint(jax.random.key(seed), (batch, length), 0, BASE.vocab_size)
+
+
+CAUSAL_VARIANTS = [
+    dict(position="rope", rope_layout="interleaved", rope_fraction=0.5),
+    dict(position="xpos"),
+    dict(position="alibi"),
+    dict(position="t5"),
+    dict(position="shaw", attention_impl="plain"),
+    dict(position="sinusoidal"),
+    dict(position="learned"),
+    dict(position="base_n", position_base=4),
+    dict(position="none", qk_norm=True),
+    dict(attention_pattern="sliding_window", window=4),
+    dict(attention_pattern="block_sparse", window=3, sparse_stride=4, global_tokens=2),
+    dict(attention_kind="linear", position="none"),
+    dict(layer_pattern="MA"),
+    dict(norm_position="post", norm="layernorm"),
+    dict(norm_position="deepnorm", norm="layernorm"),
+    dict(norm_position="rezero"),
+    dict(attention_impl="plain", logit_soft_cap=5.0, scale_embeddings=True),
+]
+
+
+@pytest.mark.parametrize("variant", CAUSAL_VARIANTS, ids=lambda v: ",".join(f"{k}={v[k]}" for k in v))
+def test_every_causal_variant_is_causal(variant):
+    config = cfg(**variant)
+    if variant.get("norm_position") == "rezero":  # gates start at 0; open them so layers matter
+        model = build_model(config, rngs=nnx.Rngs(0))
+        model.blocks.gate[...] = jnp.full_like(model.blocks.gate[...], 0.5)
+    else:
+        model = build_model(config, rngs=nnx.Rngs(0))
+    tokens = _tokens()
+    base = _logits(model, tokens)
+    t = 9
+    changed = tokens.at[0, t:].set((tokens[0, t:] + 1) % BASE.vocab_size)
+    after = _logits(model, changed)
+    np.testing.assert_allclose(after[0, :t], base[0, :t], rtol=1e-5, atol=1e-5)
+    assert not np.allclose(after[0, t:], base[0, t:])
+    assert param_count(config) == sum(x.size for x in jax.tree.leaves(nnx.state(model)))
+
+
+def test_prefix_lm_prefix_is_bidirectional_and_suffix_causal():
+    model = build_model(cfg(arch="prefix_lm"), rngs=nnx.Rngs(1))
+    tokens, prefix = _tokens(1), jnp.asarray([8])
+    base = _logits(model, tokens, prefix_len_B=prefix)
+    in_prefix = _logits(model, tokens.at[0, 6].set((tokens[0, 6] + 1) % 64), prefix_len_B=prefix)
+    assert not np.allclose(in_prefix[0, :6], base[0, :6])  # earlier prefix positions see position 6
+    in_suffix = _logits(model, tokens.at[0, 11].set((tokens[0, 11] + 1) % 64), prefix_len_B=prefix)
+    np.testing.assert_allclose(in_suffix[0, :11], base[0, :11], rtol=1e-5, atol=1e-5)
+
+
+def test_nope_encoder_is_permutation_equivariant():
+    model = build_model(cfg(arch="encoder", position="none"), rngs=nnx.Rngs(2))
+    tokens = _tokens(2)
+    perm = np.random.default_rng(0).permutation(L)
+    out = _logits(model, tokens)
+    out_perm = _logits(model, tokens[:, perm])
+    np.testing.assert_allclose(out_perm, out[:, perm], rtol=1e-5, atol=1e-5)
+    with_positions = build_model(cfg(arch="encoder", position="learned"), rngs=nnx.Rngs(2))
+    assert not np.allclose(_logits(with_positions, tokens[:, perm]), _logits(with_positions, tokens)[:, perm])
+
+
+def test_sliding_window_model_ignores_tokens_outside_the_window():
+    model = build_model(cfg(n_layers=1, attention_pattern="sliding_window", window=4), rngs=nnx.Rngs(3))
+    tokens = _tokens(3)
+    base = _logits(model, tokens)
+    far = _logits(model, tokens.at[0, 5].set((tokens[0, 5] + 1) % 64))  # query 12 sees keys 9..12 only
+    np.testing.assert_allclose(far[0, 12], base[0, 12], rtol=1e-5, atol=1e-5)
+    assert not np.allclose(far[0, 6], base[0, 6])
+
+
+def test_encoder_padding_and_cross_attention_masks():
+    model = build_model(cfg(arch="encoder_decoder", position="t5"), rngs=nnx.Rngs(4))
+    enc, dec = _tokens(4, length=12), _tokens(5, length=8)
+    valid = jnp.asarray([[1] * 9 + [0] * 3], bool)
+    base = np.asarray(model(enc, dec, valid))
+    changed = np.asarray(model(enc.at[0, 10].set((enc[0, 10] + 1) % 64), dec, valid))
+    np.testing.assert_allclose(changed, base, rtol=1e-5, atol=1e-5)  # padding never reaches the decoder
+    seen = np.asarray(model(enc.at[0, 3].set((enc[0, 3] + 1) % 64), dec, valid))
+    assert not np.allclose(seen, base)
+    later = np.asarray(model(enc, dec.at[0, 5].set((dec[0, 5] + 1) % 64), valid))
+    np.testing.assert_allclose(later[0, :5], base[0, :5], rtol=1e-5, atol=1e-5)  # the decoder is causal
+
+
+def test_deepnorm_constants_and_initialisation():
+    # DeepNet Table 1 (Wang et al. 2022)
+    assert deepnorm_constants("decoder", 0, 6, "decoder") == pytest.approx(((2 * 6) ** 0.25, (8 * 6) ** -0.25))
+    assert deepnorm_constants("encoder", 6, 0, "encoder") == pytest.approx(((2 * 6) ** 0.25, (8 * 6) ** -0.25))
+    enc = deepnorm_constants("encoder_decoder", 6, 6, "encoder")
+    assert enc == pytest.approx((0.81 * (6**4 * 6) ** (1 / 16), 0.87 * (6**4 * 6) ** (-1 / 16)))
+    assert deepnorm_constants("encoder_decoder", 6, 6, "decoder") == pytest.approx(((3 * 6) ** 0.25, (12 * 6) ** -0.25))
+    config = cfg(d_model=64, d_ff=256, n_heads=4, n_kv_heads=4, norm_position="deepnorm", norm="layernorm",
+                 init="normal", init_std=0.05)
+    alpha, beta = deepnorm_constants("decoder", 2, 2, "decoder")
+    block = Block(config, deepnorm=(alpha, beta), rngs=nnx.Rngs(0))
+    assert block.alpha == pytest.approx(alpha)
+    for name, expected in [("attn.query", 0.05), ("attn.value", 0.05 * beta), ("attn.out", 0.05 * beta),
+                           ("mlp.up", 0.05 * beta), ("mlp.down", 0.05 * beta)]:
+        module, attr = name.split(".")
+        std = float(np.std(np.asarray(getattr(getattr(block, module), attr)[...])))
+        assert std == pytest.approx(expected, rel=0.08), name
+    # the residual is norm(alpha * x + f(x)): with f zeroed, the block is LayerNorm(alpha x)
+    for attr in ("out",):
+        block.attn.out[...] = jnp.zeros_like(block.attn.out[...])
+    block.mlp.down[...] = jnp.zeros_like(block.mlp.down[...])
+    x = jax.random.normal(jax.random.key(0), (1, 5, 64))
+    y = np.asarray(block(x))
+    z = alpha * np.asarray(x)
+    z = (z - z.mean(-1, keepdims=True)) / np.sqrt(z.var(-1, keepdims=True) + config.norm_eps)
+    z = (z - z.mean(-1, keepdims=True)) / np.sqrt(z.var(-1, keepdims=True) + config.norm_eps)  # norm twice
+    np.testing.assert_allclose(y, z, rtol=1e-4, atol=1e-4)
+
+
+def test_rezero_is_the_identity_at_initialisation():
+    config = cfg(norm_position="rezero")
+    block = Block(config, rngs=nnx.Rngs(0))
+    assert float(block.gate[...]) == 0.0
+    x = jax.random.normal(jax.random.key(1), (2, 7, 32))
+    np.testing.assert_array_equal(np.asarray(block(x)), np.asarray(x))
+    model = build_model(config, rngs=nnx.Rngs(0))  # no norms anywhere: logits = E[tokens] E^T
+    tokens = _tokens(6)
+    table = np.asarray(model.embed[...])
+    np.testing.assert_allclose(_logits(model, tokens)[0], table[np.asarray(tokens[0])] @ table.T, rtol=1e-5,
+                               atol=1e-5)
+
+
+def _qkv(seed, B=2, Lq=L, N=4, K=2, H=8):
+    keys = jax.random.split(jax.random.key(seed), 3)
+    return (jax.random.normal(keys[0], (B, Lq, N, H)), jax.random.normal(keys[1], (B, Lq, K, H)),
+            jax.random.normal(keys[2], (B, Lq, K, H)))
+
+
+def test_plain_and_xla_kernels_agree_with_masks_and_biases():
+    q, k, v = _qkv(0)
+    pos = masks.default_positions(2, L)
+    mask = masks.combine(masks.causal(pos, pos), masks.document(jnp.asarray([[1] * 7 + [2] * 9] * 2),
+                                                                jnp.asarray([[1] * 7 + [2] * 9] * 2)))
+    bias = jax.random.normal(jax.random.key(9), (1, 4, L, L))
+    a = kernels.plain(q, k, v, mask=mask, bias=bias)
+    b = kernels.KERNELS["xla"](q, k, v, mask=mask, bias=bias)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("mask_kind, window", [("causal", 0), ("sliding_window", 5), ("bidirectional", 0)])
+def test_splash_kernel_in_interpret_mode_matches_plain(mask_kind, window):
+    q, k, v = _qkv(1, B=1, Lq=128, N=2, K=1, H=16)
+    pos = masks.default_positions(1, 128)
+    mask = {"causal": masks.causal(pos, pos), "sliding_window": masks.sliding_window(pos, pos, window),
+            "bidirectional": None}[mask_kind]
+    got = kernels.splash(q, k, v, mask_kind=mask_kind, window=window, interpret=True)
+    want = kernels.plain(q, k, v, mask=mask)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=2e-4, atol=2e-4)
+
+
+def test_kernel_choice_and_clear_refusals():
+    from lmx.errors import ConfigError
+
+    causal = kernels.Request(mask="causal")
+    assert kernels.choose_kernel("auto", causal, "cpu") == "xla"
+    assert kernels.choose_kernel("auto", causal, "tpu") == "splash"
+    assert kernels.choose_kernel("auto", kernels.Request(mask="dynamic"), "tpu") == "xla"  # falls back
+    assert kernels.choose_kernel("auto", kernels.Request(mask="causal", sixteen_bit=True), "gpu") == "cudnn"
+    assert kernels.choose_kernel("auto", kernels.Request(mask="causal", shaw=True), "gpu") == "plain"
+    with pytest.raises(ConfigError, match="splash.*bias"):
+        kernels.choose_kernel("splash", kernels.Request(mask="causal", has_bias=True), "tpu")
+    with pytest.raises(ConfigError, match="splash needs a TPU"):
+        kernels.choose_kernel("splash", causal, "cpu")
+    with pytest.raises(ConfigError, match="cuDNN attention needs a GPU"):
+        kernels.choose_kernel("cudnn", causal, "cpu")
+
+
+@pytest.mark.parametrize("variant", [
+    dict(arch="encoder_decoder", position="t5", n_encoder_layers=3),
+    dict(arch="encoder", position="learned", norm="layernorm", norm_bias=False),
+    dict(tie_embeddings=False, qk_norm=True, position="shaw", attention_impl="plain"),
+    dict(layer_pattern="AMM", n_layers=3, ffn="glu"),
+    dict(norm_position="rezero", ffn="gelu_tanh"),
+    dict(position="base_n", position_base=3, ffn="reglu"),
+])
+def test_param_count_is_exact(variant):
+    config = cfg(**variant)
+    model = nnx.eval_shape(lambda: build_model(config, rngs=nnx.Rngs(0)))
+    assert param_count(config) == sum(math.prod(x.shape) for x in jax.tree.leaves(nnx.state(model)))
+
+
+def test_incompatible_settings_name_both():
+    from lmx.config import Config
+    from lmx.errors import ConfigError
+
+    cases = [
+        (["model.position=alibi", "model.attention_impl=splash"], "position=alibi"),
+        (["model.position=shaw", "model.attention_impl=xla"], "position=shaw"),
+        (["model.attention_kind=linear", "model.position=rope"], "attention_kind=linear"),
+        (["model.attention_pattern=sliding_window", "model.window=300"], "data.seq_len"),
+        (["model.arch=encoder"], "<|mask|>"),
+        (["model.arch=encoder_decoder"], "data.num_sentinels"),
+        (["model.arch=encoder", "model.attention_pattern=sliding_window", "model.window=4",
+          "data.special_tokens=[\"<|mask|>\"]"], "arch=encoder"),
+        (["model.position=learned", "data.seq_len=512"], "model.max_seq_len"),
+        (["model.layer_pattern=AM", "model.arch=encoder", "data.special_tokens=[\"<|mask|>\"]"], "arch=encoder"),
+    ]
+    for overrides, words in cases:
+        with pytest.raises(ConfigError, match=words.replace("|", "\\|").replace("<", "<")):
+            Config().with_overrides(overrides)

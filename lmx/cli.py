@@ -50,6 +50,7 @@ def _print_summary(summary: dict) -> None:
         ("validation loss", f"{summary['val_loss']:.4f} nats/token"),
         ("validation perplexity", f"{summary['val_perplexity']:.2f}"),
         ("validation bits per byte", f"{summary['val_bits_per_byte']:.4f}"),
+        ("validation bits per char", f"{summary.get('val_bits_per_char', float('nan')):.4f}"),
         ("throughput", f"{summary['tokens_per_second']:,.0f} tokens/s" if summary["tokens_per_second"] else "-"),
         ("wall time", f"{summary['wall_seconds']:.1f} s"),
         ("run directory", summary["run_dir"]),
@@ -73,7 +74,7 @@ def _cmd_eval(args) -> int:
     run = load(args.run, step=args.step)
     config = run.config
     data = prepare_data(config, tokenizer=run.tokenizer)
-    trainer = build_trainer(config, run.tokenizer.token_bytes)
+    trainer = build_trainer(config, run.tokenizer.token_bytes, token_chars=run.tokenizer.token_chars)
     from flax import nnx
 
     params = jax.device_put(nnx.state(run.model), trainer.state_shardings["params"])
@@ -86,7 +87,8 @@ def _cmd_eval(args) -> int:
         print(json.dumps(result))
     else:
         print(f"{args.run} step {run.step}: loss {result['loss']:.4f}  perplexity {result['perplexity']:.2f}  "
-              f"bits/byte {result['bits_per_byte']:.4f}  ({int(result['tokens'])} tokens)")
+              f"bits/byte {result['bits_per_byte']:.4f}  bits/char {result['bits_per_char']:.4f}  "
+              f"({int(result['tokens'])} tokens)")
     return 0
 
 
@@ -95,6 +97,12 @@ def _cmd_info(args) -> int:
     from lmx.nn import flops_per_token, param_count
 
     config = load_config(args.config, args.overrides)
+    if args.sharding:
+        from lmx.parallel.report import format_report, sharding_report
+
+        report = sharding_report(config, n_devices=args.devices)
+        print(json.dumps(report) if args.json else format_report(report))
+        return 0
     model = config.model
     flops = flops_per_token(model, config.data.seq_len)
     info = {
@@ -113,6 +121,9 @@ def _cmd_info(args) -> int:
         "seq_len": config.data.seq_len,
         "tokens_per_step": config.data.batch_size * config.data.seq_len,
     }
+    from lmx.parallel.report import attention_kernel
+
+    info["attention_kernel"] = attention_kernel(config)  # what model.attention_impl runs on this machine
     if args.json:
         print(json.dumps(info))
     else:
@@ -153,13 +164,24 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Parameter count, FLOPs per token and derived sizes of a config.")
     _add_config_args(info)
     info.add_argument("--json", action="store_true", help="print one JSON object")
+    info.add_argument("--sharding", action="store_true",
+                      help="per-parameter shape, logical axes, PartitionSpec and bytes per device for the "
+                           "config's mesh.shape and mesh.strategy (abstract mesh: no devices needed)")
+    info.add_argument("--devices", type=int, default=None,
+                      help="with --sharding: device count that sizes a -1 mesh axis (default: this machine's)")
     info.set_defaults(func=_cmd_info)
+    from lmx.tokenizer_cli import add_tokenizer_parser
+    add_tokenizer_parser(verbs)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.verb in ("train", "eval"):  # multi-process runs: start jax.distributed before any device use
+            from lmx.parallel.distributed import initialize_from_env
+
+            initialize_from_env()
         return args.func(args)
     except LmxError as exc:
         message = " ".join(str(exc).split())

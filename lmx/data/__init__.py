@@ -2,6 +2,7 @@
 
 from lmx.data.cache import cache_root
 from lmx.data.corpus import Corpus, Document, load_corpus
+from lmx.data.external import load_external
 from lmx.data.pipeline import make_train_iterator, valid_batches
 from lmx.data.prepare import PreparedData, prepare_data
 from lmx.data.split import CorpusSplit, split_corpus
@@ -18,6 +19,7 @@ __all__ = [
     "cache_root",
     "get_tokenizer",
     "load_corpus",
+    "load_external",
     "load_tokenizer",
     "make_train_iterator",
     "prepare_data",

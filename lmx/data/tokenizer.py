@@ -1,7 +1,8 @@
 """Tokenizer registry (`data.tokenizer`), training, loading, and the on-disk tokenizer cache.
 
-`get_tokenizer` trains a tokenizer once per (corpus split, kind, vocab_size, tokenizer_train_bytes)
-and stores it under `<cache>/tokenizers/<key>/`; later calls load it from there.
+`get_tokenizer` trains a tokenizer once per (corpus split, kind, vocab_size, tokenizer_train_bytes,
+special tokens, normalisation) and stores it under `<cache>/tokenizers/<key>/`; later calls load it
+from there. `data.tokenizer = "file:PATH"` loads an existing tokenizer file instead (lmx.data.external).
 """
 
 from __future__ import annotations
@@ -11,33 +12,75 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from lmx.config import TOKENIZERS, DataConfig
+from lmx.config import NORMALIZATIONS, TOKENIZERS, DataConfig
 from lmx.data.bpe_tokenizer import ByteBPETokenizer
 from lmx.data.byte_tokenizer import BytesTokenizer
 from lmx.data.cache import atomic_directory, cache_key, cache_root
 from lmx.data.corpus import Corpus, Document
+from lmx.data.external import (
+    FILE_PREFIX,
+    ExternalHFTokenizer,
+    SentencePieceTokenizer,
+    TiktokenTokenizer,
+    external_kind,
+    load_external,
+)
 from lmx.data.split import CorpusSplit, split_corpus
-from lmx.data.tokenizer_base import FINGERPRINT_FILE, Tokenizer
+from lmx.data.subword_tokenizers import BPETokenizer, UnigramTokenizer, WordPieceTokenizer
+from lmx.data.tokenizer_base import FINGERPRINT_FILE, KIND_FILE, Tokenizer
 from lmx.errors import ConfigError, DataError
 
-TOKENIZER_KINDS: dict[str, type[Tokenizer]] = {"byte_bpe": ByteBPETokenizer, "bytes": BytesTokenizer}
+# Kinds lmx trains (data.tokenizer values).
+TOKENIZER_KINDS: dict[str, type[Tokenizer]] = {
+    "byte_bpe": ByteBPETokenizer,
+    "bytes": BytesTokenizer,
+    "bpe": BPETokenizer,
+    "wordpiece": WordPieceTokenizer,
+    "unigram": UnigramTokenizer,
+}
 assert set(TOKENIZER_KINDS) == set(TOKENIZERS), "lmx.config.TOKENIZERS and the tokenizer registry disagree"
+# Kinds read from existing files (data.tokenizer = "file:PATH").
+EXTERNAL_TOKENIZERS: dict[str, type[Tokenizer]] = {
+    "hf_json": ExternalHFTokenizer,
+    "tiktoken": TiktokenTokenizer,
+    "sentencepiece": SentencePieceTokenizer,
+}
+ALL_KINDS = {**TOKENIZER_KINDS, **EXTERNAL_TOKENIZERS}
 CACHE_FORMAT = 1
 
 
-def train_tokenizer(kind: str, texts: Iterable[str], vocab_size: int, max_bytes: int = 0) -> Tokenizer:
-    """A new tokenizer of `kind` with at most `vocab_size` ids, trained on the first `max_bytes` of `texts`."""
+def train_tokenizer(
+    kind: str,
+    texts: Iterable[str],
+    vocab_size: int,
+    max_bytes: int = 0,
+    special_tokens: Iterable[str] = (),
+    num_sentinels: int = 0,
+    normalization: str = "none",
+) -> Tokenizer:
+    """A new tokenizer of `kind` with at most `vocab_size` ids, trained on the first `max_bytes` of `texts`.
+
+    `special_tokens` (e.g. ["<|mask|>"]) and `num_sentinels` sentinels follow <|eos|> <|pad|> <|bos|>;
+    `normalization` is none, nfc or nfkc.
+    """
     if kind not in TOKENIZER_KINDS:
         raise ConfigError(
-            f"data.tokenizer: unknown value {kind!r}; choose one of {', '.join(TOKENIZER_KINDS)}"
+            f"data.tokenizer: unknown value {kind!r}; choose one of {', '.join(TOKENIZER_KINDS)} or file:PATH"
         )
+    if normalization not in NORMALIZATIONS:
+        raise ConfigError(
+            f"data.normalization: unknown value {normalization!r}; choose one of {', '.join(NORMALIZATIONS)}"
+        )
+    options = {"special_tokens": tuple(special_tokens), "num_sentinels": num_sentinels,
+               "normalization": normalization}
     if kind == "bytes":
-        if vocab_size < 259:
+        tok = BytesTokenizer(**options)
+        if vocab_size < tok.vocab_size:
             raise ConfigError(
-                f"model.vocab_size: the bytes tokenizer needs vocab_size >= 259, got {vocab_size}"
+                f"model.vocab_size: the bytes tokenizer needs vocab_size >= {tok.vocab_size}, got {vocab_size}"
             )
-        return BytesTokenizer()
-    return ByteBPETokenizer.train(take_bytes(texts, max_bytes), vocab_size)
+        return tok
+    return TOKENIZER_KINDS[kind].train(take_bytes(texts, max_bytes), vocab_size, **options)
 
 
 def take_bytes(texts: Iterable[str], max_bytes: int) -> Iterator[str]:
@@ -58,17 +101,29 @@ def take_bytes(texts: Iterable[str], max_bytes: int) -> Iterator[str]:
 
 
 def load_tokenizer(directory: str | Path) -> Tokenizer:
-    """Read `tokenizer.json` or `bytes.json` from `directory` and check it against fingerprint.txt."""
+    """Read a tokenizer saved by `Tokenizer.save` from `directory` and check it against fingerprint.txt.
+
+    kind.txt names the kind; directories written before it existed hold tokenizer.json (byte_bpe)
+    or bytes.json (bytes).
+    """
     directory = Path(directory)
     if not directory.is_dir():
         raise DataError(f"data.tokenizer: tokenizer directory {str(directory)!r} does not exist")
-    for cls in TOKENIZER_KINDS.values():
+    kind_file = directory / KIND_FILE
+    if kind_file.is_file():
+        kind = kind_file.read_text(encoding="utf-8").strip()
+        if kind not in ALL_KINDS:
+            raise DataError(f"data.tokenizer: {str(kind_file)!r} names an unknown tokenizer kind {kind!r}")
+        candidates = [ALL_KINDS[kind]]
+    else:
+        candidates = [ByteBPETokenizer, BytesTokenizer]
+    for cls in candidates:
         path = directory / cls.definition_file
         if path.is_file():
             tok = cls.from_definition(path.read_text(encoding="utf-8"), str(path))
             break
     else:
-        names = " or ".join(cls.definition_file for cls in TOKENIZER_KINDS.values())
+        names = " or ".join(cls.definition_file for cls in candidates)
         raise DataError(f"data.tokenizer: {str(directory)!r} holds no {names}")
     stamp = directory / FINGERPRINT_FILE
     if stamp.is_file() and stamp.read_text(encoding="utf-8").strip() != tok.fingerprint:
@@ -76,6 +131,11 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
             f"data.tokenizer: {str(path)!r} does not match its {FINGERPRINT_FILE} (corrupt cache? delete it)"
         )
     return tok
+
+
+def tokenizer_kind(setting: str) -> str:
+    """The kind a data.tokenizer value produces: the value itself, or hf_json/sentencepiece/tiktoken for file:."""
+    return external_kind(setting) if setting.startswith(FILE_PREFIX) else setting
 
 
 def get_tokenizer(
@@ -87,8 +147,22 @@ def get_tokenizer(
 ) -> Tokenizer:
     """The tokenizer for this corpus split and settings: from the cache, or trained on the train split and cached."""
     kind = data_config.tokenizer
+    options = {"special_tokens": tuple(data_config.special_tokens), "num_sentinels": data_config.num_sentinels,
+               "normalization": data_config.normalization}
+    if kind.startswith(FILE_PREFIX):
+        for key, value in options.items():
+            if value != DataConfig.__dataclass_fields__[key].default:
+                raise ConfigError(
+                    f"data.{key}: applies to tokenizers lmx trains, not to a file: tokenizer (leave it unset)"
+                )
+        tok = load_external(kind)
+        if tok.vocab_size > vocab_size:
+            raise ConfigError(
+                f"model.vocab_size: {vocab_size} is smaller than the {tok.vocab_size} ids of {kind[len(FILE_PREFIX):]!r}"
+            )
+        return tok
     if kind == "bytes":
-        return train_tokenizer(kind, (), vocab_size)
+        return train_tokenizer(kind, (), vocab_size, **options)
     split = corpus if isinstance(corpus, CorpusSplit) else split_corpus(corpus, data_config.valid_fraction)
     meta = {
         "format": CACHE_FORMAT,
@@ -97,6 +171,7 @@ def get_tokenizer(
         "vocab_size": vocab_size,
         "tokenizer_train_bytes": data_config.tokenizer_train_bytes,
     }
+    meta.update({k: v for k, v in options.items() if v != DataConfig.__dataclass_fields__[k].default})
     entry = cache_root(data_config, cache_dir) / "tokenizers" / cache_key(meta)
     if (entry / TOKENIZER_KINDS[kind].definition_file).is_file():
         return load_tokenizer(entry)
@@ -104,7 +179,7 @@ def get_tokenizer(
         log(
             f"training {kind} tokenizer (vocab {vocab_size}) on {data_config.tokenizer_train_bytes:,} bytes..."
         )
-    tok = train_tokenizer(kind, _texts(split.train), vocab_size, data_config.tokenizer_train_bytes)
+    tok = train_tokenizer(kind, _texts(split.train), vocab_size, data_config.tokenizer_train_bytes, **options)
     with atomic_directory(entry) as tmp:
         tok.save(tmp)
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")

@@ -5,24 +5,48 @@ from __future__ import annotations
 import abc
 import hashlib
 import json
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 
-from lmx.errors import DataError
+from lmx.errors import ConfigError, DataError
 
 EOS, PAD, BOS = "<|eos|>", "<|pad|>", "<|bos|>"
 SPECIAL_TOKENS = (EOS, PAD, BOS)
+MASK, UNK = "<|mask|>", "<|unk|>"
 FINGERPRINT_FILE = "fingerprint.txt"
+KIND_FILE = "kind.txt"
+
+
+def sentinel(i: int) -> str:
+    """The i-th span-corruption sentinel token, `<|sentinel_i|>`."""
+    return f"<|sentinel_{i}|>"
+
+
+def special_token_list(extra: Sequence[str] = (), num_sentinels: int = 0) -> list[str]:
+    """<|eos|> <|pad|> <|bos|>, then `extra` (e.g. <|mask|>), then the sentinels, in id order."""
+    tokens = [*SPECIAL_TOKENS, *extra, *(sentinel(i) for i in range(num_sentinels))]
+    if len(set(tokens)) != len(tokens):
+        raise ConfigError(f"data.special_tokens: {list(extra)} repeats a built-in or sentinel token")
+    return tokens
+
+
+def normalize_text(text: str, normalization: str) -> str:
+    """Apply `data.normalization` (none, nfc, nfkc) in Python, as the tokenizers' normalizers do."""
+    return text if normalization == "none" else unicodedata.normalize(normalization.upper(), text)
 
 
 class Tokenizer(abc.ABC):
     """Text <-> token ids. `encode` adds no special tokens; `decode` drops special and unknown ids.
 
     `token_bytes[i]` is how many UTF-8 bytes of text id i stands for (EOS counts 1, as the document
-    separator; PAD and BOS 0), so `token_bytes[encode(t)].sum() == len(t.encode())`.
+    separator; every other special token 0), so `token_bytes[encode(t)].sum() == len(t.encode())`;
+    `token_chars[i]` counts the characters that *start* in id i's bytes (EOS 1), so
+    `token_chars[encode(t)].sum() == len(t)`. Both hold for the normalised text when
+    `data.normalization` is not none, and exactly only for kinds that round-trip (docs/tokenizers.md).
     """
 
     kind: ClassVar[str]
@@ -36,7 +60,7 @@ class Tokenizer(abc.ABC):
     @property
     @abc.abstractmethod
     def special_ids(self) -> dict[str, int]:
-        """{"<|eos|>": id, "<|pad|>": id, "<|bos|>": id}."""
+        """{"<|eos|>": id, "<|pad|>": id, "<|bos|>": id, ...every other special token: id}."""
 
     @abc.abstractmethod
     def encode(self, text: str) -> list[int]: ...
@@ -56,8 +80,12 @@ class Tokenizer(abc.ABC):
     def from_definition(cls, text: str, source: str) -> Tokenizer: ...
 
     @abc.abstractmethod
-    def _piece_bytes(self) -> np.ndarray:
-        """Bytes per id ignoring the special-token convention."""
+    def piece_bytes(self) -> list[bytes]:
+        """The UTF-8 bytes each id stands for when decoded (b"" for special and unknown ids)."""
+
+    def piece(self, token_id: int) -> str:
+        """The vocabulary string of one id (for display)."""
+        return self.piece_bytes()[token_id].decode("utf-8", errors="backslashreplace")
 
     # --- shared --------------------------------------------------------------------------
     def encode_arrays(self, texts: Sequence[str], dtype=np.int32) -> list[np.ndarray]:
@@ -77,6 +105,19 @@ class Tokenizer(abc.ABC):
         return self.special_ids[BOS]
 
     @property
+    def mask_id(self) -> int | None:
+        """The id of `<|mask|>` if it is one of the special tokens (data.special_tokens), else None."""
+        return self.special_ids.get(MASK)
+
+    @property
+    def sentinel_ids(self) -> list[int]:
+        """Ids of <|sentinel_0|>, <|sentinel_1|>, ... (data.num_sentinels of them)."""
+        ids, specials = [], self.special_ids
+        while sentinel(len(ids)) in specials:
+            ids.append(specials[sentinel(len(ids))])
+        return ids
+
+    @property
     def fingerprint(self) -> str:
         """sha256 hex of the kind and the canonical (key-sorted) JSON definition."""
         cached = getattr(self, "_fingerprint", None)
@@ -88,22 +129,37 @@ class Tokenizer(abc.ABC):
 
     @property
     def token_bytes(self) -> np.ndarray:
-        """int32 [vocab_size]: UTF-8 bytes each id stands for (EOS 1, PAD 0, BOS 0)."""
+        """int32 [vocab_size]: UTF-8 bytes each id stands for (EOS 1, other special tokens 0)."""
         cached = getattr(self, "_token_bytes", None)
         if cached is None:
-            cached = np.asarray(self._piece_bytes(), dtype=np.int32).copy()
-            cached[self.eos_id] = 1
-            cached[self.pad_id] = 0
-            cached[self.bos_id] = 0
-            cached.flags.writeable = False
+            cached = self._accounting(lambda piece: len(piece))
             self._token_bytes = cached
         return cached
 
+    @property
+    def token_chars(self) -> np.ndarray:
+        """int32 [vocab_size]: characters starting in each id's bytes (non-continuation bytes; EOS 1)."""
+        cached = getattr(self, "_token_chars", None)
+        if cached is None:
+            cached = self._accounting(lambda piece: sum(1 for b in piece if b & 0xC0 != 0x80))
+            self._token_chars = cached
+        return cached
+
+    def _accounting(self, count) -> np.ndarray:
+        pieces = self.piece_bytes()
+        out = np.array([count(p) for p in pieces], dtype=np.int32)
+        for token_id in self.special_ids.values():
+            out[token_id] = 0
+        out[self.eos_id] = 1
+        out.flags.writeable = False
+        return out
+
     def save(self, directory: str | Path) -> Path:
-        """Write the JSON definition file and fingerprint.txt into `directory` (created if needed)."""
+        """Write the definition file, kind.txt and fingerprint.txt into `directory` (created if needed)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / self.definition_file).write_text(self.definition(), encoding="utf-8")
+        (directory / KIND_FILE).write_text(self.kind + "\n", encoding="utf-8")
         (directory / FINGERPRINT_FILE).write_text(self.fingerprint + "\n", encoding="utf-8")
         return directory
 

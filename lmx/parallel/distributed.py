@@ -6,9 +6,10 @@ device. It calls `jax.distributed.initialize` when
 - the coordinator variables are set: `LMX_COORDINATOR` (or `JAX_COORDINATOR_ADDRESS`), host:port of
   process 0; `LMX_NUM_PROCESSES` (or `JAX_NUM_PROCESSES`); `LMX_PROCESS_ID` (or `JAX_PROCESS_ID`).
   Optional `LMX_LOCAL_DEVICE_IDS` (comma-separated) restricts the devices this process uses.
-- or it runs on a multi-host Cloud TPU slice (`TPU_WORKER_HOSTNAMES` lists more than one host, or
-  `MEGASCALE_COORDINATOR_ADDRESS` is set): `jax.distributed.initialize()` with no arguments, which
-  reads the TPU metadata itself.
+- or `LMX_DISTRIBUTED=auto` (what scripts/launch_tpu_vm.sh sets), or it runs on a multi-host Cloud
+  TPU slice (`TPU_WORKER_HOSTNAMES` lists more than one host, or `MEGASCALE_COORDINATOR_ADDRESS` is
+  set): `jax.distributed.initialize()` with no arguments, which detects the cluster itself (Cloud
+  TPU metadata, SLURM, Open MPI).
 
 Otherwise it does nothing (one process). On CPU, cross-process collectives need the gloo
 implementation; it is selected whenever the distributed runtime is started (harmless on GPU/TPU).
@@ -77,6 +78,11 @@ def distributed_settings(env: Mapping[str, str] | None = None) -> dict | None:
         if local:
             settings["local_device_ids"] = [_int("LMX_LOCAL_DEVICE_IDS", x) for x in local.split(",")]
         return settings
+    mode = env.get("LMX_DISTRIBUTED", "").strip().lower()
+    if mode in ("auto", "1", "true"):
+        return {}  # JAX detects the cluster itself (Cloud TPU metadata, SLURM, Open MPI)
+    if mode not in ("", "0", "false", "off"):
+        raise ConfigError(f"LMX_DISTRIBUTED: expected auto or off, got {mode!r}")
     hosts = [h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h.strip()]
     if len(hosts) > 1 or env.get("MEGASCALE_COORDINATOR_ADDRESS"):
         return {}
@@ -129,3 +135,18 @@ def check_config_agreement(config) -> None:
             f"(sha256 of config JSON, {gathered.shape[0]} processes{mine}); start every process with "
             f"the same --config and --set overrides"
         )
+
+
+def process_batch_rows(sharding, global_batch: int) -> np.ndarray:
+    """Rows of the global batch this process must supply, in order, for `sharding`.
+
+    `jax.make_array_from_process_local_data` places a process's local rows into the batch slices of
+    its addressable devices, in device order; so for the assembled array to equal the global batch
+    (row r at position r), a process must hold exactly the rows of those slices. With the usual
+    meshes that is one contiguous block, `[p * local, (p + 1) * local)`.
+    """
+    shape = (global_batch,) + (1,) * (len(sharding.spec) - 1 if len(sharding.spec) else 0)
+    index_map = sharding.addressable_devices_indices_map(shape)
+    starts = sorted({(idx[0].start or 0, idx[0].stop if idx[0].stop is not None else global_batch)
+                     for idx in index_map.values()})
+    return np.concatenate([np.arange(a, b) for a, b in starts]) if starts else np.arange(0)

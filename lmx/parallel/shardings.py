@@ -24,21 +24,49 @@ def logical_names(variable: nnx.Variable):
     return variable.get_metadata().get("out_sharding")
 
 
-def _check_divisible(path, shape, spec: PartitionSpec, mesh: Mesh, names) -> None:
+# logical name -> the config field that sets that dimension (for error messages)
+_FIELDS = {
+    "vocab": "model.vocab_size",
+    "embed": "model.d_model",
+    "heads": "model.n_heads",
+    "kv_heads": "model.n_kv_heads",
+    "head_dim": "model.head_dim",
+    "mlp": "model.d_ff",
+    "layers": "model.n_layers",
+}
+
+
+def param_path(path) -> str:
+    """Dotted parameter name from a pytree path (`blocks.attn.key`), dropping container prefixes."""
+    keys = [str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path]
+    return ".".join(keys)
+
+
+def _check_divisible(path, shape, spec: PartitionSpec, mesh, names) -> None:
     for dim, (size, axes) in enumerate(zip(shape, spec)):
         if axes is None:
             continue
         axes = (axes,) if isinstance(axes, str) else axes
         parts = math.prod(mesh.shape[a] for a in axes)
         if size % parts:
+            name = names[dim]
+            field = f", {_FIELDS[name]}" if name in _FIELDS else ""
+            sizes = " x ".join(f"{a}={mesh.shape[a]}" for a in axes)
             raise ConfigError(
-                f"mesh.shape: parameter {jax.tree_util.keystr(path)} dimension {dim} "
-                f"({names[dim]}={size}) is not divisible by mesh axes {'x'.join(axes)} of size {parts}"
+                f"mesh.shape: parameter {param_path(path)} dimension {dim} ({name}{field}) has size {size}, "
+                f"not divisible by mesh axis {sizes}"
+                + (f" (product {parts})" if len(axes) > 1 else "")
             )
 
 
 def tree_shardings(tree, mesh: Mesh, rules: Rules):
-    """A pytree of NamedShardings with the same structure as `tree` (Variables kept as wrappers)."""
+    """A pytree of NamedShardings with the same structure as `tree` (Variables kept as wrappers).
+
+    Raises ConfigError (before anything is compiled) when a mesh axis does not divide the dimension
+    it shards; a train state's `params` are checked first so the message names the parameter.
+    """
+    if isinstance(tree, dict) and "params" in tree and len(tree) > 1:
+        tree_shardings(tree["params"], mesh, rules)
 
     def one(path, leaf):
         if _is_variable(leaf):

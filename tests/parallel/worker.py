@@ -9,7 +9,6 @@ import json
 import sys
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from lmx.config import Config, DataConfig, MeshConfig, ModelConfig, OptimConfig, TrainConfig
@@ -62,13 +61,22 @@ def mesh_for(shape: dict, devices=None):
     return make_mesh(MeshConfig(shape=shape), devices=devices)
 
 
-def train_losses(config: Config, mesh) -> list[float]:
+def train_losses(config: Config, mesh, activation_constraints: bool = False) -> list[float]:
+    import contextlib
+
+    from lmx.parallel.activations import activation_sharding
+    from lmx.parallel.rules import STRATEGIES
+
     trainer = build_trainer(config, token_bytes(config), mesh=mesh)
     state = trainer.init_state()
     batch = jax.device_put(fixed_batch(config), trainer.batch_sharding)
     losses = []
     for _ in range(STEPS):
-        state, metrics = trainer.train_step(state, batch)
+        # the step is traced on its first call: inside the context the activation constraints apply
+        context = activation_sharding(mesh, STRATEGIES[config.mesh.strategy]) if activation_constraints \
+            else contextlib.nullcontext()
+        with context:
+            state, metrics = trainer.train_step(state, batch)
         losses.append(float(metrics["loss"]))
     return losses
 
@@ -87,6 +95,9 @@ def scenario_strategies() -> dict:
     out["single"] = train_losses(base, mesh_for({"data": 1}, jax.devices()[:1]))
     for strategy, shape in MESHES.items():
         out[strategy] = train_losses(base.replace(**{"mesh.strategy": strategy}), mesh_for(shape))
+    for strategy in ("fsdp", "fsdp_tp"):  # with sharding constraints on the residual stream
+        out[f"{strategy}+activations"] = train_losses(base.replace(**{"mesh.strategy": strategy}),
+                                                      mesh_for(MESHES[strategy]), activation_constraints=True)
     # bad input, raised before anything is compiled
     tp4 = base.replace(**{"mesh.strategy": "tp"})
     out["kv_heads_error"] = error_of(lambda: build_trainer(tp4, token_bytes(tp4),
@@ -126,7 +137,7 @@ def scenario_restore(directory: str) -> dict:
         step, restored, _, _ = ckpt.restore(abstract_with_shardings(target.abstract_state, target.state_shardings))
         ckpt.close()
         embed = restored["params"]["embed"]
-        embed = getattr(embed, "value", embed) if not isinstance(embed, jax.Array) else embed
+        embed = embed if isinstance(embed, jax.Array) else embed[...]
         out[name] = {
             "step": int(step),
             "eval": float(target.eval_step(restored["params"],
@@ -137,21 +148,50 @@ def scenario_restore(directory: str) -> dict:
     return out
 
 
-def scenario_bf16() -> dict:
-    config = tiny_config(**{"model.compute_dtype": "bfloat16"})
-    trainer = build_trainer(config, token_bytes(config), mesh=mesh_for({"fsdp": 2}, jax.devices()[:2]))
-    state = trainer.init_state()
-    batch = jax.device_put(fixed_batch(config), trainer.batch_sharding)
-    losses = []
-    for _ in range(3):
-        state, metrics = trainer.train_step(state, batch)
-        losses.append(float(metrics["loss"]))
-    dtypes = {str(x.dtype) for x in jax.tree.leaves(state["params"])}
-    opt_dtypes = {str(x.dtype) for x in jax.tree.leaves(state["opt_state"]) if jnp.issubdtype(x.dtype, jnp.floating)}
-    return {"losses": losses, "param_dtypes": sorted(dtypes), "opt_dtypes": sorted(opt_dtypes)}
+def _init_process(coordinator: str, process_id: str, processes: str = "2") -> None:
+    from lmx.parallel.distributed import initialize_from_env
+
+    initialize_from_env({"LMX_COORDINATOR": coordinator, "LMX_NUM_PROCESSES": processes,
+                         "LMX_PROCESS_ID": process_id})
 
 
-SCENARIOS = {"strategies": scenario_strategies, "restore": scenario_restore, "bf16": scenario_bf16}
+def scenario_mp_batch(coordinator: str, process_id: str) -> dict:
+    """Assemble a global batch from the pipeline's per-process rows; report the global row order."""
+    from jax.experimental import multihost_utils
+
+    from lmx.parallel.distributed import process_batch_rows
+    from lmx.parallel.rules import STRATEGIES
+    from lmx.parallel.shardings import batch_sharding
+    from lmx.train.loop import to_global
+
+    _init_process(coordinator, process_id)
+    p, n = jax.process_index(), jax.process_count()
+    mesh = mesh_for({"data": -1})
+    sharding = batch_sharding(mesh, STRATEGIES["dp"])
+    global_batch = 8
+    rows = np.arange(global_batch, dtype=np.int32)
+    out = {"process": p, "processes": n, "devices": jax.device_count()}
+    strided = to_global({"rows": rows[p::n]}, sharding)["rows"]  # lmx.data.pipeline's split today
+    out["strided_order"] = np.asarray(multihost_utils.process_allgather(strided, tiled=True)).tolist()
+    mine = process_batch_rows(sharding, global_batch)
+    fixed = to_global({"rows": rows[mine]}, sharding)["rows"]
+    out["block_rows"] = [int(r) for r in np.asarray(mine)]
+    out["block_order"] = np.asarray(multihost_utils.process_allgather(fixed, tiled=True)).tolist()
+    return out
+
+
+def scenario_mp_config(coordinator: str, process_id: str) -> dict:
+    from lmx.parallel.distributed import check_config_agreement
+
+    _init_process(coordinator, process_id)
+    same = tiny_config()
+    check_config_agreement(same)  # agrees: no error
+    differing = tiny_config(**{"optim.lr": 0.5}) if jax.process_index() == 1 else same
+    return {"process": jax.process_index(), "error": error_of(lambda: check_config_agreement(differing))}
+
+
+SCENARIOS = {"strategies": scenario_strategies, "restore": scenario_restore,
+             "mp_batch": scenario_mp_batch, "mp_config": scenario_mp_config}
 
 if __name__ == "__main__":
     result = SCENARIOS[sys.argv[1]](*sys.argv[2:])

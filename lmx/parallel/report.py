@@ -1,0 +1,148 @@
+"""`lmx info --sharding`: how a config's train state is laid out over its mesh, without the devices.
+
+The model and optimizer state are built abstractly (`jax.eval_shape`), the mesh is a
+`jax.sharding.AbstractMesh` sized from `mesh.shape` (a `-1` axis takes the remaining devices of
+`n_devices`, by default this machine's device count), and each parameter's per-device bytes follow
+from its PartitionSpec. So a 256-chip layout can be checked on a laptop before a run is launched.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+from flax import nnx
+from jax.sharding import AbstractMesh, AxisType
+
+from lmx.config import MESH_AXES, Config
+from lmx.parallel.mesh import resolve_mesh_shape
+from lmx.parallel.rules import STRATEGIES, logical_to_spec
+from lmx.parallel.shardings import _check_divisible, logical_names, param_path
+
+
+def abstract_mesh(config: Config, n_devices: int | None = None) -> AbstractMesh:
+    n = jax.device_count() if n_devices is None else n_devices
+    if n_devices is None and -1 not in config.mesh.shape.values():
+        n = math.prod(config.mesh.shape.values())
+    sizes = resolve_mesh_shape(config.mesh.shape, n)
+    return AbstractMesh(tuple(sizes[a] for a in MESH_AXES), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
+
+
+def abstract_train_state(config: Config) -> dict:
+    """ShapeDtypeStructs (Variables kept) of {"params", "opt_state", ...} as build_trainer makes it."""
+    from lmx.train.loop import build_model
+    from lmx.train.optimizer import make_optimizer
+
+    _, abstract_params = nnx.split(nnx.eval_shape(lambda: build_model(config)))
+    tx, _ = make_optimizer(config.optim, config.train.steps, abstract_params)
+
+    def init():
+        params = nnx.state(build_model(config))
+        return {"params": params, "opt_state": tx.init(params)}
+
+    return jax.eval_shape(init)
+
+
+def _shard_shape(shape, spec, mesh) -> tuple[int, ...]:
+    out = []
+    for size, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
+        axes = () if axes is None else (axes,) if isinstance(axes, str) else axes
+        out.append(-(-size // math.prod(mesh.shape[a] for a in axes)))
+    return tuple(out)
+
+
+def _leaves(tree):
+    is_var = lambda x: isinstance(x, nnx.Variable)
+    return jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_var)[0]
+
+
+def sharding_report(config: Config, n_devices: int | None = None) -> dict:
+    """Per-parameter shape, logical axes, spec and bytes per device; totals per device and overall."""
+    from lmx.nn.attention import resolve_attention_impl
+
+    mesh = abstract_mesh(config, n_devices)
+    rules = STRATEGIES[config.mesh.strategy]
+    state = abstract_train_state(config)
+    rows, totals = [], {"params": 0, "opt_state": 0}
+    global_totals = {"params": 0, "opt_state": 0}
+    for part in ("params", "opt_state"):
+        for path, leaf in _leaves(state[part]):
+            if isinstance(leaf, nnx.Variable):
+                names = logical_names(leaf)
+                value = leaf.get_value()
+            else:
+                names, value = None, leaf
+            spec = logical_to_spec(names, rules)
+            if names is not None:
+                _check_divisible(path, value.shape, spec, mesh, names)
+            itemsize = value.dtype.itemsize
+            per_device = math.prod(_shard_shape(value.shape, spec, mesh)) * itemsize
+            totals[part] += per_device
+            global_totals[part] += math.prod(value.shape) * itemsize
+            if part == "params":
+                rows.append({
+                    "name": param_path(path),
+                    "shape": list(value.shape),
+                    "dtype": str(value.dtype),
+                    "logical_axes": list(names) if names else [],
+                    "spec": str(spec),
+                    "bytes_per_device": per_device,
+                })
+    backend = jax.default_backend()
+    return {
+        "config": config.name,
+        "strategy": config.mesh.strategy,
+        "mesh": dict(mesh.shape),
+        "devices": math.prod(mesh.shape.values()),
+        "parameters": rows,
+        "bytes_per_device": {**totals, "total": totals["params"] + totals["opt_state"]},
+        "bytes_global": {**global_totals, "total": global_totals["params"] + global_totals["opt_state"]},
+        "attention_impl": {
+            "config": config.model.attention_impl,
+            "backend": backend,
+            "runs": resolve_attention_impl(config.model.attention_impl, config.model.compute_dtype, backend),
+        },
+    }
+
+
+def attention_kernel(config: Config, backend: str | None = None) -> str:
+    """"xla (model.attention_impl=auto on cpu)": the attention kernel this config runs on `backend`."""
+    from lmx.errors import ConfigError
+    from lmx.nn.attention import resolve_attention_impl
+
+    backend = backend or jax.default_backend()
+    impl = config.model.attention_impl
+    try:
+        runs = resolve_attention_impl(impl, config.model.compute_dtype, backend)
+    except ConfigError as exc:
+        runs = f"unavailable ({exc})"
+    return f"{runs} (model.attention_impl={impl} on {backend})"
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def format_report(report: dict) -> str:
+    mesh = " x ".join(f"{a}={s}" for a, s in report["mesh"].items())
+    lines = [f"sharding of {report['config']}: strategy {report['strategy']}, mesh {mesh} "
+             f"({report['devices']} devices; abstract mesh, no devices needed)"]
+    header = ("parameter", "shape", "logical axes", "spec", "bytes/device")
+    table = [header] + [
+        (r["name"], "x".join(map(str, r["shape"])), ",".join(r["logical_axes"]) or "-", r["spec"],
+         _bytes(r["bytes_per_device"]))
+        for r in report["parameters"]
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    per, glob = report["bytes_per_device"], report["bytes_global"]
+    lines.append(f"per device: params {_bytes(per['params'])}, optimizer state {_bytes(per['opt_state'])}, "
+                 f"total {_bytes(per['total'])} (unsharded total {_bytes(glob['total'])})")
+    att = report["attention_impl"]
+    lines.append(f"attention: model.attention_impl={att['config']} runs {att['runs']} on backend {att['backend']}")
+    return "\n".join(lines)

@@ -1,0 +1,172 @@
+"""`lmx tokenizer train` and `lmx tokenizer inspect` (see docs/tokenizers.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lmx.errors import ConfigError
+
+DEFAULT_SAMPLE_BYTES = 200_000
+
+
+def add_tokenizer_parser(subparsers) -> None:
+    """Register the `tokenizer` verb with sub-verbs `train` and `inspect` on the `lmx` subparsers."""
+    from lmx.config import NORMALIZATIONS, TOKENIZERS, DataConfig
+
+    parser = subparsers.add_parser("tokenizer", help="train or inspect a tokenizer",
+                                   description="Train a tokenizer into a directory, or inspect one.")
+    verbs = parser.add_subparsers(dest="tokenizer_verb", metavar="{train,inspect}")
+    verbs.required = True
+
+    train = verbs.add_parser("train", help="train a tokenizer and save it to --out",
+                             description="Train a tokenizer on FILES (default: the embedded stdlib corpus's "
+                                         "train split) and write tokenizer.json or bytes.json, kind.txt and "
+                                         "fingerprint.txt into --out.")
+    train.add_argument("--kind", required=True, choices=TOKENIZERS, help="tokenizer kind")
+    train.add_argument("--vocab-size", type=int, required=True, help="total ids, special tokens included")
+    train.add_argument("--out", required=True, help="output directory")
+    train.add_argument("files", nargs="*", metavar="FILES",
+                       help="corpus files, directories or globs (default: the embedded stdlib corpus)")
+    train.add_argument("--max-bytes", type=int, default=DataConfig.tokenizer_train_bytes,
+                       help="train on at most this many bytes of text (default: %(default)s)")
+    train.add_argument("--special-token", dest="special_tokens", action="append", default=[], metavar="TOKEN",
+                       help="an extra special token after <|eos|> <|pad|> <|bos|>, e.g. '<|mask|>' (repeatable)")
+    train.add_argument("--num-sentinels", type=int, default=0,
+                       help="span-corruption sentinels <|sentinel_0|>... (default: 0)")
+    train.add_argument("--normalization", choices=NORMALIZATIONS, default="none",
+                       help="unicode normalisation applied before tokenizing (default: none)")
+    train.add_argument("--json", action="store_true", help="print one JSON object")
+    train.set_defaults(func=_cmd_train)
+
+    inspect = verbs.add_parser("inspect", help="show a tokenizer's pieces, ids and compression",
+                               description="Pieces and ids of --text, and tokens per byte / char / word on "
+                                           "--text or on a sample of the embedded corpus's validation split.")
+    inspect.add_argument("tokenizer", metavar="DIR",
+                         help="a directory written by `lmx tokenizer train` or a run's tokenizer/, or a "
+                              "tokenizer file (.json, .model, .tiktoken)")
+    inspect.add_argument("--text", help="text to tokenize (default: a sample of the stdlib corpus)")
+    inspect.add_argument("--sample-bytes", type=int, default=DEFAULT_SAMPLE_BYTES,
+                         help="size of the corpus sample when --text is not given (default: %(default)s)")
+    inspect.add_argument("--json", action="store_true", help="print one JSON object")
+    inspect.set_defaults(func=_cmd_inspect)
+
+
+def _training_texts(files: list[str], max_bytes: int):
+    from lmx.data import load_corpus, split_corpus
+    from lmx.data.tokenizer import take_bytes
+
+    if files:
+        docs = (doc.text for spec in files for doc in load_corpus(spec).documents)
+    else:
+        docs = (doc.text for doc in split_corpus(load_corpus("stdlib"), 0.02).train)
+    return take_bytes(docs, max_bytes)
+
+
+def _cmd_train(args) -> int:
+    from lmx.data import train_tokenizer
+
+    if args.max_bytes < 0:
+        raise ConfigError(f"--max-bytes: must be >= 0, got {args.max_bytes}")
+    if args.num_sentinels < 0:
+        raise ConfigError(f"--num-sentinels: must be >= 0, got {args.num_sentinels}")
+    counted = {"bytes": 0, "docs": 0}
+
+    def counting(texts):
+        for text in texts:
+            counted["bytes"] += len(text.encode("utf-8"))
+            counted["docs"] += 1
+            yield text
+
+    texts = counting(_training_texts(args.files, args.max_bytes))
+    tok = train_tokenizer(args.kind, texts, args.vocab_size, 0, special_tokens=args.special_tokens,
+                          num_sentinels=args.num_sentinels, normalization=args.normalization)
+    out = tok.save(Path(args.out))
+    info = {
+        "out": str(out),
+        "kind": tok.kind,
+        "vocab_size": tok.vocab_size,
+        "fingerprint": tok.fingerprint,
+        "special_tokens": tok.special_ids,
+        "trained_on_bytes": counted["bytes"],
+        "trained_on_documents": counted["docs"],
+    }
+    if args.json:
+        print(json.dumps(info))
+    else:
+        print(f"trained {tok.kind} tokenizer: {tok.vocab_size} ids on {counted['bytes']:,} bytes "
+              f"({counted['docs']:,} documents)")
+        print(f"saved to {out}  (fingerprint {tok.fingerprint[:16]})")
+        print("special tokens: " + "  ".join(f"{t}={i}" for t, i in tok.special_ids.items()))
+    return 0
+
+
+def load_any(spec: str):
+    """A tokenizer directory (lmx format) or an external tokenizer file."""
+    from lmx.data.external import load_external
+    from lmx.data.tokenizer import load_tokenizer
+
+    return load_tokenizer(spec) if Path(spec).is_dir() else load_external(spec)
+
+
+def text_stats(tok, text: str) -> dict:
+    """Tokens, bytes, characters and whitespace-separated words of `text`, and their ratios."""
+    import numpy as np
+
+    ids = tok.encode(text)
+    n_bytes, n_chars, n_words = len(text.encode("utf-8")), len(text), len(text.split())
+    arr = np.asarray(ids, np.int64)
+    return {
+        "tokens": len(ids),
+        "bytes": n_bytes,
+        "chars": n_chars,
+        "words": n_words,
+        "tokens_per_byte": len(ids) / n_bytes if n_bytes else float("nan"),
+        "tokens_per_char": len(ids) / n_chars if n_chars else float("nan"),
+        "tokens_per_word": len(ids) / n_words if n_words else float("nan"),
+        "bytes_accounted": int(tok.token_bytes[arr].sum()) if ids else 0,
+        "chars_accounted": int(tok.token_chars[arr].sum()) if ids else 0,
+        "round_trip": tok.decode(ids) == text,
+        "ids": ids,
+    }
+
+
+def _sample_text(sample_bytes: int) -> str:
+    from lmx.data import load_corpus, split_corpus
+    from lmx.data.tokenizer import take_bytes
+
+    valid = split_corpus(load_corpus("stdlib"), 0.02).valid
+    return "".join(take_bytes((d.text for d in valid), sample_bytes))
+
+
+def _cmd_inspect(args) -> int:
+    tok = load_any(args.tokenizer)
+    source = "--text" if args.text is not None else f"stdlib validation sample ({args.sample_bytes:,} bytes)"
+    text = args.text if args.text is not None else _sample_text(args.sample_bytes)
+    stats = text_stats(tok, text)
+    ids = stats.pop("ids")
+    info = {
+        "tokenizer": args.tokenizer,
+        "kind": tok.kind,
+        "vocab_size": tok.vocab_size,
+        "fingerprint": tok.fingerprint,
+        "special_tokens": tok.special_ids,
+        "text": source,
+        **stats,
+    }
+    if args.text is not None:
+        info["ids"] = ids
+        info["pieces"] = [tok.piece(i) for i in ids]
+    if args.json:
+        print(json.dumps(info, ensure_ascii=False))
+        return 0
+    print(f"{args.tokenizer}: {tok.kind}, {tok.vocab_size} ids, fingerprint {tok.fingerprint[:16]}")
+    print("special tokens: " + "  ".join(f"{t}={i}" for t, i in tok.special_ids.items()))
+    if args.text is not None:
+        print("pieces: " + " ".join(repr(p) for p in info["pieces"]))
+        print("ids:    " + " ".join(str(i) for i in ids))
+    print(f"{source}: {stats['tokens']:,} tokens, {stats['bytes']:,} bytes, {stats['chars']:,} chars, "
+          f"{stats['words']:,} words")
+    print(f"tokens/byte {stats['tokens_per_byte']:.4f}  tokens/char {stats['tokens_per_char']:.4f}  "
+          f"tokens/word {stats['tokens_per_word']:.4f}  round trip {'yes' if stats['round_trip'] else 'no'}")
+    return 0

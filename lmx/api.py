@@ -38,7 +38,7 @@ def load(run_dir, step: int | None = None) -> LoadedRun:
     try:
         if checkpointer.latest_step() is None:
             raise CheckpointError(f"--run: {run_dir} has no finished checkpoint")
-        trainer = build_trainer(config, tokenizer.token_bytes)
+        trainer = build_trainer(config, tokenizer.token_bytes, token_chars=tokenizer.token_chars)
         abstract = abstract_with_shardings(trainer.abstract_state, trainer.state_shardings)
         restored_step, state, _, meta = checkpointer.restore(abstract, step=step)
     finally:

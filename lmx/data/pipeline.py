@@ -1,7 +1,8 @@
 """Grain input pipelines over packed windows: an endless shuffled training iterator and fixed validation batches.
 
-Process p of P sees rows p, p + P, p + 2P, ... of every global batch (batch_size // P rows), so the
-processes' local batches are disjoint and together form the global batch. The training iterator's
+Process p of P sees the contiguous rows [p * b, (p + 1) * b) of every global batch (b = batch_size // P),
+which is exactly the block of the batch its devices hold under `jax.make_array_from_process_local_data`,
+so the assembled global batch equals the one a single process would build. The training iterator's
 `get_state()` is a small JSON-serialisable dict; `set_state` on a freshly built iterator (same data,
 config, seed and process) continues with exactly the batches the original would have produced.
 """
@@ -60,7 +61,7 @@ def make_train_iterator(
     dataset = grain.MapDataset.source(source).shuffle(seed=shuffle_seed(data_config, seed)).repeat(None)
     if objective is not None:
         dataset = dataset.random_map(objective, seed=shuffle_seed(data_config, seed + 1))
-    dataset = dataset[process_index::process_count].batch(local, drop_remainder=True)
+    dataset = dataset.batch(local, drop_remainder=True)[process_index::process_count]
     read_options = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)  # in-process, no threads
     return iter(dataset.to_iter_dataset(read_options))
 
@@ -89,7 +90,7 @@ def valid_batches(
     count = min(n_batches, math.ceil(len(source) / global_batch))
     batches = []
     for b in range(count):
-        rows = [b * global_batch + process_index + process_count * k for k in range(local)]
+        rows = [b * global_batch + process_index * local + k for k in range(local)]
         examples = [source[r] if r < len(source) else source.padding_example() for r in rows]
         if objective is not None:
             from lmx.data.objectives import example_rng

@@ -31,6 +31,8 @@ from lmx.eval import evaluate
 from lmx.nn import build_model as build_architecture
 from lmx.nn import flops_per_token, param_count
 from lmx.parallel import STRATEGIES, make_mesh
+from lmx.parallel.activations import with_activation_sharding
+from lmx.parallel.distributed import check_config_agreement
 from lmx.parallel.shardings import batch_sharding, data_parallel_size, tree_shardings
 from lmx.train.checkpoint import Checkpointer, abstract_with_shardings
 from lmx.train.metrics import MetricsWriter
@@ -102,14 +104,16 @@ def build_trainer(config: Config, token_bytes: np.ndarray, mesh=None, token_char
     replicated = NamedSharding(mesh, PartitionSpec())
     data_sharding = batch_sharding(mesh, rules)
     train_step = jax.jit(
-        make_train_step(graphdef, tx, schedule, config),
+        with_activation_sharding(make_train_step(graphdef, tx, schedule, config), mesh, rules),
         in_shardings=(shardings, data_sharding),
         out_shardings=(shardings, replicated),
         donate_argnums=0,
     )
     eval_step = jax.jit(
-        make_eval_step(graphdef, jnp.asarray(token_bytes, jnp.int32),
-                       None if token_chars is None else jnp.asarray(token_chars, jnp.int32), config=config),
+        with_activation_sharding(
+            make_eval_step(graphdef, jnp.asarray(token_bytes, jnp.int32),
+                           None if token_chars is None else jnp.asarray(token_chars, jnp.int32), config=config),
+            mesh, rules),
         in_shardings=(shardings["params"], data_sharding),
         out_shardings=replicated,
     )
@@ -185,6 +189,7 @@ def train(
     run_dir = Path(run_dir) if run_dir else default_run_dir(config)
     mesh = make_mesh(config.mesh)
     check_parallelism(config, mesh)
+    check_config_agreement(config)
     check_free_space(run_dir, checkpoint_bytes(config), config.train.keep_checkpoints)
     if jax.process_index() == 0:
         prepare_run_dir(run_dir, config, resume=resume, force=force)

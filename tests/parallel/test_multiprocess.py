@@ -24,9 +24,8 @@ def test_global_batch_rows_from_two_processes():
         # process_batch_rows: each process supplies the rows of its devices' slices -> identical order
         assert out["block_rows"] == list(range(4 * p, 4 * p + 4))
         assert out["block_order"] == list(range(8))
-        # rows p::P (lmx.data.pipeline today) give the same rows, permuted within the global batch;
-        # the mean loss is unchanged but row order differs from the single-process batch
-        assert sorted(out["strided_order"]) == list(range(8))
+        # the data pipeline hands process p exactly these contiguous rows (lmx.data.pipeline)
+        assert out["pipeline_rows"] == out["block_rows"]
 
 
 def test_processes_disagreeing_on_the_config_fail_naming_the_processes():

@@ -155,6 +155,18 @@ def _init_process(coordinator: str, process_id: str, processes: str = "2") -> No
                          "LMX_PROCESS_ID": process_id})
 
 
+def _pipeline_rows(global_batch: int, p: int, n: int) -> list[int]:
+    """Which global rows lmx.data.pipeline gives process p: window w of a stream starts with token w."""
+    from lmx.config import DataConfig
+    from lmx.data.pipeline import valid_batches
+
+    seq_len = 4
+    tokens = np.repeat(np.arange(global_batch + 1, dtype=np.int32), seq_len)  # window w = [w, w, w, w, w+1]
+    config = DataConfig(seq_len=seq_len, batch_size=global_batch)
+    batch = valid_batches(tokens, config, 1, p, n, eos_id=10**6, pad_id=10**6 + 1)[0]
+    return [int(r) for r in batch["inputs"][:, 0]]
+
+
 def scenario_mp_batch(coordinator: str, process_id: str) -> dict:
     """Assemble a global batch from the pipeline's per-process rows; report the global row order."""
     from jax.experimental import multihost_utils
@@ -171,8 +183,7 @@ def scenario_mp_batch(coordinator: str, process_id: str) -> dict:
     global_batch = 8
     rows = np.arange(global_batch, dtype=np.int32)
     out = {"process": p, "processes": n, "devices": jax.device_count()}
-    strided = to_global({"rows": rows[p::n]}, sharding)["rows"]  # lmx.data.pipeline's split today
-    out["strided_order"] = np.asarray(multihost_utils.process_allgather(strided, tiled=True)).tolist()
+    out["pipeline_rows"] = _pipeline_rows(global_batch, p, n)
     mine = process_batch_rows(sharding, global_batch)
     fixed = to_global({"rows": rows[mine]}, sharding)["rows"]
     out["block_rows"] = [int(r) for r in np.asarray(mine)]

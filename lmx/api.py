@@ -24,8 +24,27 @@ class LoadedRun:
     run_dir: Path
 
 
-def load(run_dir, step: int | None = None) -> LoadedRun:
-    """Read config.json and the tokenizer, restore the checkpoint at `step` (default: newest)."""
+def config_for_these_devices(config: Config) -> Config:
+    """The run's config, with its mesh replaced by data parallelism over the available devices when
+    the saved `mesh.shape` does not fit them (checkpoints restore into any mesh)."""
+    import jax
+
+    from lmx.errors import ConfigError
+    from lmx.parallel.mesh import resolve_mesh_shape
+
+    try:
+        resolve_mesh_shape(config.mesh.shape, jax.device_count())
+        return config
+    except ConfigError:
+        return config.replace(**{"mesh.shape": {"data": -1}, "mesh.strategy": "dp"})
+
+
+def load(run_dir, step: int | None = None, force_tokenizer: bool = False) -> LoadedRun:
+    """Read config.json and the tokenizer, restore the checkpoint at `step` (default: newest).
+
+    The parameters are restored into the run's mesh, or into data parallelism over this machine's
+    devices when the run's `mesh.shape` does not fit them.
+    """
     from lmx.train.loop import build_trainer, check_tokenizer_fingerprint
 
     run_dir = Path(run_dir)
@@ -38,12 +57,14 @@ def load(run_dir, step: int | None = None) -> LoadedRun:
     try:
         if checkpointer.latest_step() is None:
             raise CheckpointError(f"--run: {run_dir} has no finished checkpoint")
-        trainer = build_trainer(config, tokenizer.token_bytes, token_chars=tokenizer.token_chars)
+        trainer = build_trainer(config_for_these_devices(config), tokenizer.token_bytes,
+                                token_chars=tokenizer.token_chars)
         abstract = abstract_with_shardings(trainer.abstract_state, trainer.state_shardings)
         restored_step, state, _, meta = checkpointer.restore(abstract, step=step)
     finally:
         checkpointer.close()
-    check_tokenizer_fingerprint(meta, tokenizer.fingerprint, "lmx.load")
+    if not force_tokenizer:
+        check_tokenizer_fingerprint(meta, tokenizer.fingerprint, "lmx.load")
     model = nnx.merge(trainer.graphdef, state["params"])
     return LoadedRun(config=config, model=model, tokenizer=tokenizer, step=restored_step, meta=meta,
                      run_dir=run_dir)

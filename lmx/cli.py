@@ -66,13 +66,13 @@ def _print_summary(summary: dict) -> None:
 def _cmd_eval(args) -> int:
     import jax
 
-    from lmx.api import load
+    from lmx.api import config_for_these_devices, load
     from lmx.data import prepare_data
     from lmx.eval import evaluate
     from lmx.train.loop import build_trainer, to_global
 
-    run = load(args.run, step=args.step)
-    config = run.config
+    run = load(args.run, step=args.step, force_tokenizer=args.force_tokenizer)
+    config = config_for_these_devices(run.config)
     data = prepare_data(config, tokenizer=run.tokenizer)
     trainer = build_trainer(config, run.tokenizer.token_bytes, token_chars=run.tokenizer.token_chars)
     from flax import nnx
@@ -158,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--step", type=int, default=None, help="checkpoint step (default: newest)")
     evaluate.add_argument("--batches", type=int, default=None, help="validation batches (default: train.eval_batches)")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument("--force-tokenizer", action="store_true",
+                          help="evaluate even if the run's tokenizer fingerprint differs from the checkpoint's")
     evaluate.set_defaults(func=_cmd_eval)
 
     info = verbs.add_parser("info", help="parameter count and FLOPs per token of a config",

@@ -13,6 +13,7 @@ import dataclasses
 import importlib.util
 import json
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -205,6 +206,9 @@ class ModelConfig:
         if self.attention_impl == "splash":
             _check(self.position not in ("alibi", "t5"), "model.attention_impl",
                    f"attention_impl=splash cannot add a logit bias (position={self.position}); use xla or plain")
+        if self.arch == "prefix_lm" and self.attention_pattern != "dense":
+            _check(False, "model.attention_pattern",
+                   f"attention_pattern={self.attention_pattern} is not combined with arch=prefix_lm's prefix mask; use dense")
         if self.arch in ("encoder", "encoder_decoder") and self.attention_pattern != "dense":
             _check(False, "model.attention_pattern",
                    f"attention_pattern={self.attention_pattern} is causal; arch={self.arch} needs a dense encoder")
@@ -416,8 +420,12 @@ class Config:
         if model.arch == "prefix_lm":
             _check(data.seq_len >= 2, "data.seq_len", "model.arch=prefix_lm needs data.seq_len >= 2 (prefix + suffix)")
         if data.document_mask:
-            _check(model.attention_kind == "softmax", "data.document_mask",
-                   "data.document_mask needs model.attention_kind=softmax (linear attention has no mask)")
+            _check(model.arch != "encoder_decoder", "data.document_mask",
+                   "model.arch=encoder_decoder builds its own sequences by span corruption; data.document_mask "
+                   "does not apply")
+            _check(model.attention_kind == "softmax" or model.arch == "decoder", "data.document_mask",
+                   f"bidirectional linear attention (model.attention_kind=linear, arch={model.arch}) cannot keep "
+                   "packed documents apart")
 
     # --- conversion -------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -445,12 +453,16 @@ class Config:
             key, sep, raw = assignment.partition("=")
             key = key.strip()
             _check(bool(sep) and bool(key), "--set", f"expected dotted.key=value, got {assignment!r}")
+            _check(_DOTTED_KEY.fullmatch(key) is not None, "--set", f"{key!r} is not a dotted config key")
             field_type = _field_type(type(self), key)
             _set_dotted(tree, key, coerce(raw.strip(), field_type, key), type(self))
         return Config.from_dict(tree)
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+_DOTTED_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 def _hints(cls) -> dict:

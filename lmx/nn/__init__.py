@@ -9,15 +9,15 @@ names (see `logical_partition_specs`). Registries map config names to implementa
 from lmx import config as _config
 from lmx.nn.accounting import flops_per_token, matmul_params, param_count
 from lmx.nn.attention import ATTENTION_IMPLS, Attention, segment_mask
+from lmx.nn.blocks import LayerInputs, deepnorm_constants
+from lmx.nn.masks import MASKS
 from lmx.nn.mlp import FFN_ACTIVATIONS, MLP, FFNActivation
 from lmx.nn.norms import NORMS, LayerNorm, RMSNorm
 from lmx.nn.params import logical_names, param
 from lmx.nn.partition import logical_partition_specs
 from lmx.nn.positions import POSITIONS, apply_rope, rope_frequencies
-from lmx.nn.blocks import LayerInputs, deepnorm_constants
-from lmx.nn.masks import MASKS
-from lmx.nn.rotary import apply_rotary
 from lmx.nn.remat import REMAT
+from lmx.nn.rotary import apply_rotary
 from lmx.nn.transformer import MODELS, Block, EncoderDecoder, Transformer, build_model
 
 # the config's accepted names and these registries must agree

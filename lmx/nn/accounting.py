@@ -9,7 +9,7 @@ softmax, RoPE and the SSM's elementwise scan are not counted. Softmax attention 
 weighted sum cost 2 * 2 * S_eff * H * d_h FLOPs per token per layer forward, where S_eff is the
 number of keys a query sees on average: S/2 for a causal map (MaxText's convention since 2025;
 PaLM's 12 L H d_h S counts the full map), S for a bidirectional one, about the window for sliding
-windows, window + S/stride + global tokens for block-sparse. Linear attention costs
+windows, window + S/(2 stride) + global tokens for block-sparse (the strided columns below the diagonal). Linear attention costs
 2 * 2 * H * d_h^2 per token per layer instead (the phi(k) v^T update and phi(q) S read).
 For encoder_decoder the count assumes encoder and decoder sequences of the same length.
     training = 3 * forward.

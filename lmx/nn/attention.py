@@ -14,7 +14,8 @@ multi-query attention). With head dimension H:
 `kind="linear"` replaces the softmax by a kernel feature map (lmx.nn.linear_attention).
 
 Standalone: `self.attn = Attention(d_model, n_heads, n_kv_heads, rngs=rngs)`, then
-`y_BxLxD = self.attn(x_BxLxD, positions_BxL)` (causal). Pass a boolean `mask` broadcastable to
+`y_BxLxD = self.attn(x_BxLxD, positions_BxL)` (causal). Linear attention takes `valid_BxS` (real
+keys) and `segment_ids_BxL` instead of a mask. Pass a boolean `mask` broadcastable to
 [B, N, L, S] (lmx.nn.masks builds them) to replace the default causal mask, `bias` [B|1, N, L, S]
 to add logits, `segment_ids_BxL` to keep packed documents apart, and `context_BxSxD` for
 cross-attention.
@@ -133,6 +134,7 @@ class Attention(nnx.Module):
         window: int = 0,
         context_BxSxD: jax.Array | None = None,
         context_positions_BxS: jax.Array | None = None,
+        valid_BxS: jax.Array | None = None,
     ) -> jax.Array:
         cdt = self.compute_dtype
         B, L, _ = x_BxLxD.shape
@@ -153,20 +155,25 @@ class Attention(nnx.Module):
         k_BxSxKxH = self._rotate(k_BxSxKxH, k_positions, False)
         if self.kind == "linear":
             o_BxLxNxH = self._linear(q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, causal and context_BxSxD is None,
-                                     segment_ids_BxL)
+                                     segment_ids_BxL, valid_BxS)
         else:
             o_BxLxNxH = self._softmax(q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, positions_BxL, k_positions,
                                       segment_ids_BxL, mask, bias, causal, mask_kind, window)
         return jnp.einsum("blnh,nhd->bld", o_BxLxNxH.astype(cdt), self.out[...].astype(cdt))
 
-    def _linear(self, q, k, v, causal: bool, segment_ids):
+    def _linear(self, q, k, v, causal: bool, segment_ids, valid):
+        """Linear attention; `valid` drops padding keys, `segment_ids` restart the causal state."""
         from lmx.nn import linear_attention
 
         if causal:  # chunked scan: a masked C x C form inside chunks, the running state across them
             chunk = min(64, q.shape[1])
             return linear_attention.causal_linear_attention(q, k, v, feature_map=self.feature_map,
-                                                            segment_ids_BxL=segment_ids, chunk_size=chunk)
-        return linear_attention.bidirectional_linear_attention(q, k, v, feature_map=self.feature_map)
+                                                            k_valid_BxL=valid, segment_ids_BxL=segment_ids,
+                                                            chunk_size=chunk)
+        if segment_ids is not None:
+            raise ValueError("bidirectional linear attention cannot keep packed documents apart (segment_ids)")
+        return linear_attention.bidirectional_linear_attention(q, k, v, feature_map=self.feature_map,
+                                                               k_valid_BxL=valid)
 
     def _softmax(self, q, k, v, q_positions, k_positions, segment_ids, mask, bias, causal, mask_kind, window):
         if mask is None:

@@ -27,7 +27,6 @@ from lmx.nn.mlp import MLP
 from lmx.nn.norms import NORMS
 from lmx.nn.params import constant_param
 
-
 MIXER_NAMES = {"A": "attn", "M": "ssm"}  # attribute names of the token mixer by layer type
 
 
@@ -42,6 +41,7 @@ class LayerInputs:
     causal: bool = True
     mask_kind: str | None = None
     window: int = 0
+    valid: jax.Array | None = None  # [B, L] real (non-padding) tokens; linear attention drops the others
     context: jax.Array | None = None  # encoder states for cross-attention
     context_mask: jax.Array | None = None
 
@@ -119,7 +119,8 @@ class Block(nnx.Module):
         mixer = getattr(self, self.mixer_name)
         if self.layer_type == "A":
             return mixer(x, inputs.positions, inputs.segment_ids, mask=inputs.mask, bias=inputs.bias,
-                              causal=inputs.causal, mask_kind=inputs.mask_kind, window=inputs.window)
+                         causal=inputs.causal, mask_kind=inputs.mask_kind, window=inputs.window,
+                         valid_BxS=inputs.valid)
         return mixer(x, inputs.segment_ids)
 
     def __call__(self, x_BxLxD: jax.Array, inputs: LayerInputs | jax.Array | None = None) -> jax.Array:

@@ -14,8 +14,6 @@ rotation, xPos) is `lmx.nn.rotary.apply_rotary`; `apply_rope` here is its half-s
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import jax
 import jax.numpy as jnp
 

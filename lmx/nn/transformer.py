@@ -186,7 +186,7 @@ class Transformer(_Embedding):
             mask, kind = mask_lib.combine(mask, mask_lib.padding(valid_BxL)), "dynamic"
         bias = self.position_bias(positions_BxL, positions_BxL) if self.position_bias is not None else None
         return LayerInputs(positions=positions_BxL, segment_ids=segment_ids_BxL, mask=mask, bias=bias,
-                           causal=self.causal, mask_kind=kind, window=config.window)
+                           causal=self.causal, mask_kind=kind, window=config.window, valid=valid_BxL)
 
     def hidden_states(self, tokens_BxL, positions_BxL=None, segment_ids_BxL=None, prefix_len_B=None,
                       valid_BxL=None):

@@ -2,8 +2,11 @@
 
 decoder          model(inputs); with data.document_mask the packed documents are kept apart (segment
                  ids) and positions restart at each document
-prefix_lm        model(inputs, prefix_len_B=prefix_len); loss only on suffix predictions (objective)
-encoder          model(inputs, valid_BxL=segment_ids > 0) with masked-LM targets/loss mask (objective)
+prefix_lm        model(inputs, prefix_len_B=prefix_len); loss only on suffix predictions (objective);
+                 positions count across the window (the prefix is a window prefix), document_mask
+                 keeps documents apart
+encoder          model(inputs, valid_BxL=segment_ids > 0) with masked-LM targets/loss mask (objective);
+                 document_mask as for the decoder
 encoder_decoder  model(encoder_inputs, decoder_inputs, encoder_valid) against decoder_targets
 """
 
@@ -27,8 +30,10 @@ def _prefix_lm(model, batch, config: Config):
 
 
 def _encoder(model, batch, config: Config):
-    segments = batch["segment_ids"] if config.data.document_mask else None
-    logits = model(batch["inputs"], None, segments, valid_BxL=batch["segment_ids"] > 0)
+    if config.data.document_mask:
+        logits = model(batch["inputs"], batch["positions"], batch["segment_ids"], valid_BxL=batch["segment_ids"] > 0)
+    else:
+        logits = model(batch["inputs"], valid_BxL=batch["segment_ids"] > 0)
     return logits, batch["targets"], batch["loss_mask"]
 
 

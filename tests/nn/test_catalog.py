@@ -11,9 +11,8 @@ import pytest
 from flax import nnx
 
 from lmx.config import ModelConfig
-from lmx.nn import build_model, param_count
 from lmx.nn import attention_kernels as kernels
-from lmx.nn import masks
+from lmx.nn import build_model, masks, param_count
 from lmx.nn.blocks import Block, deepnorm_constants
 
 BASE = ModelConfig(d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64, vocab_size=64, max_seq_len=32,
@@ -133,8 +132,7 @@ def test_deepnorm_constants_and_initialisation():
         std = float(np.std(np.asarray(getattr(getattr(block, module), attr)[...])))
         assert std == pytest.approx(expected, rel=0.08), name
     # the residual is norm(alpha * x + f(x)): with f zeroed, the block is LayerNorm(alpha x)
-    for attr in ("out",):
-        block.attn.out[...] = jnp.zeros_like(block.attn.out[...])
+    block.attn.out[...] = jnp.zeros_like(block.attn.out[...])
     block.mlp.down[...] = jnp.zeros_like(block.mlp.down[...])
     x = jax.random.normal(jax.random.key(0), (1, 5, 64))
     y = np.asarray(block(x))

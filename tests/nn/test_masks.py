@@ -34,8 +34,8 @@ def test_sliding_window():
 def test_block_sparse_never_exceeds_its_pattern():
     for window, stride, n_global in itertools.product((2, 4), (3, 5), (0, 2)):
         got = _mask(masks.block_sparse(POS, POS, window, stride, n_global))
-        want = dense(lambda i, j: j <= i and (i - j < window or j % stride == stride - 1
-                                               or j < n_global or i < n_global), L)
+        want = dense(lambda i, j, w=window, s=stride, g=n_global: j <= i and (i - j < w or j % s == s - 1
+                                                                                or j < g or i < g), L)
         np.testing.assert_array_equal(got, want)
         assert not (got & ~dense(lambda i, j: j <= i, L)).any()  # never a future key
 

@@ -37,8 +37,9 @@ def test_any_override_gives_a_config_or_a_config_error_naming_the_field(key, val
     except ConfigError as exc:
         message = str(exc)
         assert "\n" not in message
-        # The message names the setting: the key itself, or (cross-field rules) its field name.
-        field = key.strip().split(".")[-1]
+        # The message names the setting: the key itself, or (cross-field rules) its field name. The key
+        # is what precedes the first "=" (a generated key may itself contain one).
+        field = f"{key}={value}".partition("=")[0].strip().split(".")[-1]
         assert message.startswith("--set") or (field and field in message), (key, message)
 
 

@@ -10,12 +10,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import nnx
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from flax import nnx
 
 from lmx.cli import main
-from lmx.config import OBJECTIVE_OF_ARCH, Config, load_config
+from lmx.config import OBJECTIVE_OF_ARCH, load_config
 from lmx.errors import ConfigError
 from lmx.nn import build_model
 from lmx.train.loop import build_trainer, to_global, train
@@ -97,7 +97,7 @@ def shared_data(cache_dir):
     return prepare_data(config)
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                  HealthCheck.too_slow])
 @given(
     arch=st.sampled_from(["decoder", "encoder", "encoder_decoder", "prefix_lm"]),

@@ -98,3 +98,14 @@ def test_resume_refuses_a_different_tokenizer(finished_run, tmp_path):
     (copy / "config.json").write_text(other.to_json())
     with pytest.raises(CheckpointError, match="tokenizer fingerprint"):
         train(other, run_dir=copy, resume=True, show_progress=False)
+
+
+def test_load_falls_back_to_this_machines_devices(finished_run, tmp_path):
+    _, run_dir, _ = finished_run
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    saved = json.loads((copy / "config.json").read_text())
+    saved["mesh"]["shape"] = {"fsdp": 4}  # as if trained on 4 devices; this process has one
+    (copy / "config.json").write_text(json.dumps(saved))
+    for a, b in zip(_params(run_dir), _params(copy), strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -22,6 +22,6 @@ config = Config(
     ),
     data=DataConfig(corpus="stdlib", tokenizer="byte_bpe", seq_len=128, batch_size=16),
     optim=OptimConfig(lr=3e-3, warmup_steps=20, schedule="cosine", weight_decay=0.1, clip_norm=1.0),
-    train=TrainConfig(steps=300, eval_every=100, eval_batches=8, checkpoint_every=100, log_every=10),
+    train=TrainConfig(steps=250, eval_every=125, eval_batches=8, checkpoint_every=125, log_every=10),
     eval=EvalConfig(sample_prompts=("def ", "class ", "import "), sample_tokens=48),
 )

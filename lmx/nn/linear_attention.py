@@ -254,7 +254,7 @@ class LinearAttention(nnx.Module):
             )
         else:
             if segment_ids_BxL is not None:
-                raise NotImplementedError("bidirectional linear attention takes no segment_ids")
+                raise ValueError("bidirectional linear attention cannot keep packed documents apart (segment_ids)")
             o_BxLxNxH = bidirectional_linear_attention(
                 q_BxLxNxH, k_BxLxKxH, v_BxLxKxH, self.feature_map, self.eps
             )

@@ -98,7 +98,13 @@ class Attention(nnx.Module):
         self.position = position
         self.rope_theta, self.rope_layout, self.rope_fraction = rope_theta, rope_layout, rope_fraction
         self.xpos_scale_base = xpos_scale_base
+        if kind == "linear":
+            from lmx.nn.linear_attention import FEATURE_MAPS
+
+            if feature_map not in FEATURE_MAPS:
+                raise ValueError(f"unknown feature map {feature_map!r}; choose one of {', '.join(FEATURE_MAPS)}")
         self.impl, self.kind, self.feature_map = impl, kind, feature_map
+        self.chunk_size, self.eps = 64, 1e-6  # linear attention: chunk of the causal scan, normaliser eps
         self.cross = cross
         self.norm_eps = norm_eps
         self.compute_dtype = dtype_of(compute_dtype)
@@ -166,13 +172,13 @@ class Attention(nnx.Module):
         from lmx.nn import linear_attention
 
         if causal:  # chunked scan: a masked C x C form inside chunks, the running state across them
-            chunk = min(64, q.shape[1])
-            return linear_attention.causal_linear_attention(q, k, v, feature_map=self.feature_map,
+            chunk = None if self.chunk_size is None else min(self.chunk_size, q.shape[1])
+            return linear_attention.causal_linear_attention(q, k, v, feature_map=self.feature_map, eps=self.eps,
                                                             k_valid_BxL=valid, segment_ids_BxL=segment_ids,
                                                             chunk_size=chunk)
         if segment_ids is not None:
             raise ValueError("bidirectional linear attention cannot keep packed documents apart (segment_ids)")
-        return linear_attention.bidirectional_linear_attention(q, k, v, feature_map=self.feature_map,
+        return linear_attention.bidirectional_linear_attention(q, k, v, feature_map=self.feature_map, eps=self.eps,
                                                                k_valid_BxL=valid)
 
     def _softmax(self, q, k, v, q_positions, k_positions, segment_ids, mask, bias, causal, mask_kind, window):

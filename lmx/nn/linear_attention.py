@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lmx.nn.params import dtype_of, normal_param
+from lmx.nn.attention import Attention
 
 FEATURE_MAPS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "elu1": lambda x: jax.nn.elu(x) + 1.0,
@@ -187,12 +187,12 @@ def _chunk_scan(fq_BxLxNxH, fk_BxLxNxH, v_BxLxNxH, seg_BxL, eps, C):
     return o_BxLxNxH[:, :L]
 
 
-class LinearAttention(nnx.Module):
-    """Multi-head (GQA) linear attention with the projections of `Attention`; see the module docstring.
+class LinearAttention(Attention):
+    """`Attention(kind="linear", position="none")` with a fixed direction (see lmx.nn.attention).
 
     q = x Wq [embed, heads, head_dim], k = x Wk, v = x Wv [embed, kv_heads, head_dim],
     o = causal_linear_attention(q, k, v) (or bidirectional when causal=False), y = o Wo.
-    No biases, no position encoding. Projections are initialised N(0, init_std^2), Wo N(0, out_std^2).
+    No biases, no position encoding. `chunk_size=None` runs the token-by-token scan.
     """
 
     def __init__(
@@ -212,50 +212,11 @@ class LinearAttention(nnx.Module):
         compute_dtype=jnp.float32,
         rngs: nnx.Rngs,
     ):
-        n_kv_heads = n_kv_heads or n_heads
-        head_dim = head_dim or d_model // n_heads
-        if n_heads % n_kv_heads:
-            raise ValueError(f"n_kv_heads={n_kv_heads} must divide n_heads={n_heads}")
-        if feature_map not in FEATURE_MAPS:
-            raise ValueError(f"unknown feature map {feature_map!r}; choose one of {', '.join(FEATURE_MAPS)}")
-        self.feature_map = feature_map
-        self.causal = causal
-        self.chunk_size = chunk_size
-        self.eps = eps
-        self.compute_dtype = dtype_of(compute_dtype)
-        out_std = init_std if out_std is None else out_std
-        D, N, K, H = d_model, n_heads, n_kv_heads, head_dim
-        self.query = normal_param(rngs, (D, N, H), ("embed", "heads", "head_dim"), init_std, param_dtype)
-        self.key = normal_param(rngs, (D, K, H), ("embed", "kv_heads", "head_dim"), init_std, param_dtype)
-        self.value = normal_param(rngs, (D, K, H), ("embed", "kv_heads", "head_dim"), init_std, param_dtype)
-        self.out = normal_param(rngs, (N, H, D), ("heads", "head_dim", "embed"), out_std, param_dtype)
+        super().__init__(d_model, n_heads, n_kv_heads, head_dim, position="none", kind="linear",
+                         feature_map=feature_map, init_std=init_std, out_std=out_std, param_dtype=param_dtype,
+                         compute_dtype=compute_dtype, rngs=rngs)
+        self.causal, self.chunk_size, self.eps = causal, chunk_size, eps
 
-    def __call__(
-        self,
-        x_BxLxD: jax.Array,
-        positions_BxL: jax.Array | None = None,
-        segment_ids_BxL: jax.Array | None = None,
-    ) -> jax.Array:
-        del positions_BxL  # no position encoding: causality (or nothing) orders the tokens
-        cdt = self.compute_dtype
-        x_BxLxD = x_BxLxD.astype(cdt)
-        q_BxLxNxH = jnp.einsum("bld,dnh->blnh", x_BxLxD, self.query[...].astype(cdt))
-        k_BxLxKxH = jnp.einsum("bld,dkh->blkh", x_BxLxD, self.key[...].astype(cdt))
-        v_BxLxKxH = jnp.einsum("bld,dkh->blkh", x_BxLxD, self.value[...].astype(cdt))
-        if self.causal:
-            o_BxLxNxH = causal_linear_attention(
-                q_BxLxNxH,
-                k_BxLxKxH,
-                v_BxLxKxH,
-                self.feature_map,
-                self.eps,
-                segment_ids_BxL=segment_ids_BxL,
-                chunk_size=self.chunk_size,
-            )
-        else:
-            if segment_ids_BxL is not None:
-                raise ValueError("bidirectional linear attention cannot keep packed documents apart (segment_ids)")
-            o_BxLxNxH = bidirectional_linear_attention(
-                q_BxLxNxH, k_BxLxKxH, v_BxLxKxH, self.feature_map, self.eps
-            )
-        return jnp.einsum("blnh,nhd->bld", o_BxLxNxH.astype(cdt), self.out[...].astype(cdt))
+    def __call__(self, x_BxLxD: jax.Array, positions_BxL: jax.Array | None = None,
+                 segment_ids_BxL: jax.Array | None = None) -> jax.Array:
+        return super().__call__(x_BxLxD, positions_BxL, segment_ids_BxL, causal=self.causal)

@@ -462,6 +462,19 @@ class Config:
 # --- helpers ---------------------------------------------------------------------------------
 
 
+def leaf_keys(config=None, prefix: str = "") -> list[str]:
+    """Every dotted key a config accepts (`model.d_model`, ...), in declaration order."""
+    config = Config() if config is None else config
+    keys = []
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if dataclasses.is_dataclass(value):
+            keys += leaf_keys(value, f"{prefix}{field.name}.")
+        else:
+            keys.append(prefix + field.name)
+    return keys
+
+
 _DOTTED_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 

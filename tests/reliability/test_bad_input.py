@@ -1,6 +1,5 @@
 """Fuzzed configs and overrides, tokenizer mismatch, safe loading, unwritable or full output."""
 
-import dataclasses
 import re
 import shutil
 from pathlib import Path
@@ -10,20 +9,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lmx.cli import main
-from lmx.config import Config
+from lmx.config import Config, leaf_keys
 from lmx.errors import CheckpointError, ConfigError
 
-
-def _leaf_keys(obj, prefix=""):
-    for field in dataclasses.fields(obj):
-        value = getattr(obj, field.name)
-        if dataclasses.is_dataclass(value):
-            yield from _leaf_keys(value, f"{field.name}.")
-        else:
-            yield prefix + field.name
-
-
-KEYS = sorted(_leaf_keys(Config()))
+KEYS = sorted(leaf_keys())
 junk = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)
 values = st.one_of(junk, st.integers(-10**6, 10**6).map(str), st.floats(allow_nan=True).map(str),
                    st.sampled_from(["-1", "0", "1e309", "nan", "inf", "true", "{}", "[]", "{\"data\": 0}", "none"]))

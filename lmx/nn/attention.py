@@ -150,21 +150,45 @@ class Attention(nnx.Module):
         k_positions = positions_BxL if context_BxSxD is None else (
             context_positions_BxS if context_positions_BxS is not None
             else mask_lib.default_positions(B, source.shape[1]))
-        x_BxLxD, source = x_BxLxD.astype(cdt), source.astype(cdt)
-        q_BxLxNxH = jnp.einsum("bld,dnh->blnh", x_BxLxD, self.query[...].astype(cdt))
-        k_BxSxKxH = jnp.einsum("bsd,dkh->bskh", source, self.key[...].astype(cdt))
-        v_BxSxKxH = jnp.einsum("bsd,dkh->bskh", source, self.value[...].astype(cdt))
-        if self.q_norm is not None:
-            q_BxLxNxH = _rms(q_BxLxNxH, self.q_norm[...], self.norm_eps)
-            k_BxSxKxH = _rms(k_BxSxKxH, self.k_norm[...], self.norm_eps)
-        q_BxLxNxH = self._rotate(q_BxLxNxH, positions_BxL, True)
-        k_BxSxKxH = self._rotate(k_BxSxKxH, k_positions, False)
+        q_BxLxNxH = self.project_queries(x_BxLxD, positions_BxL)
+        k_BxSxKxH, v_BxSxKxH = self.project_keys_values(source, k_positions)
         if self.kind == "linear":
             o_BxLxNxH = self._linear(q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, causal and context_BxSxD is None,
                                      segment_ids_BxL, valid_BxS)
         else:
             o_BxLxNxH = self._softmax(q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, positions_BxL, k_positions,
                                       segment_ids_BxL, mask, bias, causal, mask_kind, window)
+        return jnp.einsum("blnh,nhd->bld", o_BxLxNxH.astype(cdt), self.out[...].astype(cdt))
+
+    def project_queries(self, x_BxLxD, positions_BxL) -> jax.Array:
+        """q [B, L, N, H]: projected, QK-normed and rotated by position."""
+        cdt = self.compute_dtype
+        q_BxLxNxH = jnp.einsum("bld,dnh->blnh", x_BxLxD.astype(cdt), self.query[...].astype(cdt))
+        if self.q_norm is not None:
+            q_BxLxNxH = _rms(q_BxLxNxH, self.q_norm[...], self.norm_eps)
+        return self._rotate(q_BxLxNxH, positions_BxL, True)
+
+    def project_keys_values(self, source_BxSxD, positions_BxS):
+        """(k, v) [B, S, K, H] as a KV cache stores them: projected, k QK-normed and rotated."""
+        cdt = self.compute_dtype
+        source_BxSxD = source_BxSxD.astype(cdt)
+        k_BxSxKxH = jnp.einsum("bsd,dkh->bskh", source_BxSxD, self.key[...].astype(cdt))
+        v_BxSxKxH = jnp.einsum("bsd,dkh->bskh", source_BxSxD, self.value[...].astype(cdt))
+        if self.k_norm is not None:
+            k_BxSxKxH = _rms(k_BxSxKxH, self.k_norm[...], self.norm_eps)
+        return self._rotate(k_BxSxKxH, positions_BxS, False), v_BxSxKxH
+
+    def attend(self, q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, *, mask, bias=None, q_positions=None,
+               k_positions=None) -> jax.Array:
+        """y [B, L, D] from projected q and given keys/values under an explicit mask (incremental
+        decoding: the keys are a KV cache plus the new tokens; see lmx.decode.cache)."""
+        if self.kind == "linear":
+            o_BxLxNxH = _masked_linear(q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, mask, self.feature_map, self.eps)
+        else:
+            o_BxLxNxH = attention_kernels.plain(q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, mask=mask, bias=bias,
+                                                shaw=self.shaw, q_positions=q_positions,
+                                                k_positions=k_positions)
+        cdt = self.compute_dtype
         return jnp.einsum("blnh,nhd->bld", o_BxLxNxH.astype(cdt), self.out[...].astype(cdt))
 
     def _linear(self, q, k, v, causal: bool, segment_ids, valid):
@@ -198,3 +222,16 @@ class Attention(nnx.Module):
             return attention_kernels.splash(q, k, v, mask_kind=mask_kind, window=window)
         return attention_kernels.KERNELS[kernel](q, k, v, mask=mask, bias=bias, shaw=self.shaw,
                                                  q_positions=q_positions, k_positions=k_positions)
+
+
+def _masked_linear(q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, mask, feature_map: str, eps: float):
+    """Linear attention in its quadratic form under a mask: o_i = sum_j m_ij w_ij v_j / (sum_j m_ij w_ij
+    + eps), w_ij = phi(q_i) . phi(k_j) — the same sums the causal scan accumulates (decoding path)."""
+    from lmx.nn.linear_attention import _features
+
+    fq, fk, v = _features(q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, feature_map, None)
+    w_BxNxLxS = jnp.einsum("blnh,bsnh->bnls", fq, fk)
+    w_BxNxLxS = jnp.where(mask, w_BxNxLxS, 0.0)
+    num_BxLxNxH = jnp.einsum("bnls,bsnh->blnh", w_BxNxLxS, v)
+    den_BxLxN = jnp.einsum("bnls->bln", w_BxNxLxS)
+    return (num_BxLxNxH / (den_BxLxN[..., None] + eps)).astype(q_BxLxNxH.dtype)

@@ -44,6 +44,11 @@ class LayerInputs:
     valid: jax.Array | None = None  # [B, L] real (non-padding) tokens; linear attention drops the others
     context: jax.Array | None = None  # encoder states for cross-attention
     context_mask: jax.Array | None = None
+    # incremental decoding (lmx.nn.kv_cache): key positions of the attended keys, the cache slot of
+    # each new token (== capacity: not written), and whether the cache starts empty (prefill)
+    k_positions: jax.Array | None = None
+    slots: jax.Array | None = None
+    fresh: bool = False
 
 
 def deepnorm_constants(arch: str, n_encoder: int, n_decoder: int, part: str) -> tuple[float, float]:
@@ -138,6 +143,55 @@ class Block(nnx.Module):
         return self._residual(x_BxLxD, self.mlp, norm("mlp_norm")).astype(x_BxLxD.dtype)
 
 
+    def extend(self, x_BxTxD: jax.Array, inputs: LayerInputs, cache: dict) -> tuple[jax.Array, dict]:
+        """Incremental forward over T new tokens with this layer's decoding cache; returns the output
+        and the updated cache. Attention caches hold k, v [B, C, K, H] (written at `inputs.slots`),
+        SSM caches an SSMCache, cross-attention the encoder keys/values (computed when `fresh`)."""
+        new_cache = dict(cache)
+        norm = lambda name: getattr(self, name, None)
+
+        def attention(h):
+            attn = self.attn
+            q = attn.project_queries(h, inputs.positions)
+            k, v = attn.project_keys_values(h, inputs.positions)
+            keys, values = (k, v) if inputs.fresh else (
+                jnp.concatenate([cache["k"].astype(k.dtype), k], axis=1),
+                jnp.concatenate([cache["v"].astype(v.dtype), v], axis=1))
+            new_cache["k"] = write_slots(cache["k"], k, inputs.slots)
+            new_cache["v"] = write_slots(cache["v"], v, inputs.slots)
+            return attn.attend(q, keys, values, mask=inputs.mask, bias=inputs.bias, q_positions=inputs.positions,
+                               k_positions=inputs.k_positions)
+
+        def ssm(h):
+            if inputs.fresh:
+                y, new_cache["ssm"] = self.ssm(h, return_cache=True, valid_BxL=inputs.valid)
+            elif h.shape[1] == 1:
+                y, new_cache["ssm"] = self.ssm.step(h[:, 0], cache["ssm"])
+                y = y[:, None]
+            else:
+                y, new_cache["ssm"] = self.ssm(h, cache=cache["ssm"], return_cache=True)
+            return y
+
+        x_BxTxD = self._residual(x_BxTxD, attention if self.layer_type == "A" else ssm,
+                                 norm(f"{self.mixer_name}_norm"))
+        if self.cross_attn is not None:
+            if inputs.fresh:
+                new_cache["cross_k"], new_cache["cross_v"] = self.cross_attn.project_keys_values(inputs.context, None)
+
+            def cross(h):
+                q = self.cross_attn.project_queries(h, inputs.positions)
+                return self.cross_attn.attend(q, new_cache["cross_k"], new_cache["cross_v"], mask=inputs.context_mask)
+
+            x_BxTxD = self._residual(x_BxTxD, cross, norm("cross_norm"))
+        return self._residual(x_BxTxD, self.mlp, norm("mlp_norm")).astype(x_BxTxD.dtype), new_cache
+
+
+def write_slots(cache_BxCx___, new_BxTx___, slots_BxT):
+    """cache[b, slots[b, t]] = new[b, t]; slots equal to the capacity C (out of range) are not written."""
+    rows_Bx1 = jnp.arange(cache_BxCx___.shape[0])[:, None]
+    return cache_BxCx___.at[rows_Bx1, slots_BxT].set(new_BxTx___.astype(cache_BxCx___.dtype), mode="drop")
+
+
 class LayerGroup(nnx.Module):
     """One repetition of `model.layer_pattern` (e.g. "AAM"): the unit that is stacked and scanned."""
 
@@ -150,3 +204,9 @@ class LayerGroup(nnx.Module):
             x_BxLxD = layer(x_BxLxD, inputs)
         return x_BxLxD
 
+    def extend(self, x_BxTxD, inputs: LayerInputs, cache: tuple):
+        new_caches = []
+        for layer, layer_cache in zip(self.layers, cache):
+            x_BxTxD, layer_cache = layer.extend(x_BxTxD, inputs, layer_cache)
+            new_caches.append(layer_cache)
+        return x_BxTxD, tuple(new_caches)

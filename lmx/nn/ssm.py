@@ -166,9 +166,12 @@ class SelectiveSSM(nnx.Module):
         *,
         cache: SSMCache | None = None,
         return_cache: bool = False,
+        valid_BxL: jax.Array | None = None,
     ):
         """y [B, L, D]; with `return_cache`, (y, SSMCache after the last token). `cache` continues
-        from an earlier state (prefill in pieces); it cannot be combined with segment_ids."""
+        from an earlier state (prefill in pieces); it cannot be combined with segment_ids.
+        `valid_BxL` marks real tokens of right-padded rows (a prefix of each row): padding leaves the
+        state unchanged (Delta = 0), so the returned cache is the state after each row's last real token."""
         cdt, K, E = self.compute_dtype, self.d_conv, self.d_inner
         B, L, _ = x_BxLxD.shape
         xz_BxLx2E = jnp.einsum("bld,df->blf", x_BxLxD.astype(cdt), self.in_proj[...].astype(cdt))
@@ -199,6 +202,8 @@ class SelectiveSSM(nnx.Module):
         conv_BxLxE = sum(taps[1:], taps[0]) + self.conv_bias[...].astype(cdt)
         xc_BxLxE = jax.nn.silu(conv_BxLxE)
         delta, A, Bm, Cm = self._ssm_inputs(xc_BxLxE)
+        if valid_BxL is not None:  # exp(0 * A) = 1 and Delta B x = 0: padding is the identity map
+            delta = delta * valid_BxL[..., None].astype(delta.dtype)
         h0 = None if cache is None else cache.ssm_BxExN
         y_BxLxE, h_BxExN = selective_scan(
             delta, A, Bm, Cm, xc_BxLxE, self.D[...], h0_BxExN=h0, reset_BxL=reset_BxL, return_state=True
@@ -207,11 +212,13 @@ class SelectiveSSM(nnx.Module):
         out_BxLxD = jnp.einsum("ble,ed->bld", y_BxLxE, self.out_proj[...].astype(cdt))
         if not return_cache:
             return out_BxLxD
-        new_cache = SSMCache(
-            conv_BxKm1xE=xpad_BxLpxE[:, xpad_BxLpxE.shape[1] - (K - 1) :].astype(jnp.float32),
-            ssm_BxExN=h_BxExN,
-        )
-        return out_BxLxD, new_cache
+        if valid_BxL is None:
+            conv_BxKm1xE = xpad_BxLpxE[:, xpad_BxLpxE.shape[1] - (K - 1) :]
+        else:  # the K-1 inputs before each row's length n sit at xpad[n : n + K - 1]
+            n_B = valid_BxL.astype(jnp.int32).sum(axis=1)
+            index_BxKm1 = n_B[:, None] + jnp.arange(K - 1, dtype=jnp.int32)
+            conv_BxKm1xE = jnp.take_along_axis(xpad_BxLpxE, index_BxKm1[..., None], axis=1)
+        return out_BxLxD, SSMCache(conv_BxKm1xE=conv_BxKm1xE.astype(jnp.float32), ssm_BxExN=h_BxExN)
 
     def step(self, x_BxD: jax.Array, cache: SSMCache) -> tuple[jax.Array, SSMCache]:
         """One decoding step: the output for token x_t [B, D] and the updated cache (O(1) per token)."""

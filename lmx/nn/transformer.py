@@ -22,6 +22,8 @@ Standalone: `model = Transformer(config, rngs=nnx.Rngs(0))`; `logits_BxLxV = mod
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -30,6 +32,7 @@ from lmx.config import ModelConfig
 from lmx.nn import masks as mask_lib
 from lmx.nn.absolute_positions import BaseNPositions, LearnedPositions, Sinusoidal
 from lmx.nn.blocks import Block, LayerGroup, LayerInputs, deepnorm_constants, init_stds  # noqa: F401
+from lmx.nn.kv_cache import DecodeCache, run_stack_extend, updated_positions, write_plan
 from lmx.nn.norms import NORMS
 from lmx.nn.params import dtype_of, normal_param
 from lmx.nn.position_bias import T5RelativeBias, alibi_bias, alibi_slopes
@@ -117,8 +120,6 @@ def run_stack(config: ModelConfig, stack: nnx.Module, x_BxLxD, inputs: LayerInpu
 
 
 def _with_pattern(config: ModelConfig, pattern: str) -> ModelConfig:
-    import dataclasses
-
     return dataclasses.replace(config, layer_pattern=pattern)
 
 
@@ -139,15 +140,33 @@ class PositionBias(nnx.Module):
         return alibi_bias(jnp.asarray(self.slopes), q_positions_BxL, k_positions_BxS, causal=not self.bidirectional)
 
 
-def _causal_mask(config: ModelConfig, positions_BxL):
-    """Mask and kernel hint for a causal stack by `attention_pattern`."""
+def _causal_mask(config: ModelConfig, q_positions_BxL, k_positions_BxS=None):
+    """Mask and kernel hint for a causal stack by `attention_pattern` (keys default to the queries)."""
+    k_positions_BxS = q_positions_BxL if k_positions_BxS is None else k_positions_BxS
     if config.attention_pattern == "sliding_window":
-        return mask_lib.sliding_window(positions_BxL, positions_BxL, config.window), "sliding_window"
+        return mask_lib.sliding_window(q_positions_BxL, k_positions_BxS, config.window), "sliding_window"
     if config.attention_pattern == "block_sparse":
-        mask = mask_lib.block_sparse(positions_BxL, positions_BxL, config.window, config.sparse_stride,
+        mask = mask_lib.block_sparse(q_positions_BxL, k_positions_BxS, config.window, config.sparse_stride,
                                      config.global_tokens)
         return mask, "dynamic"
-    return mask_lib.causal(positions_BxL, positions_BxL), "causal"
+    return mask_lib.causal(q_positions_BxL, k_positions_BxS), "causal"
+
+
+def _extend_inputs(cache: DecodeCache, positions_BxT, valid_BxT, fresh: bool, mask_fn, bias_fn, **extra):
+    """LayerInputs of an incremental step: the keys are the cache (unless `fresh`) plus the new tokens."""
+    if valid_BxT is None:
+        valid_BxT = jnp.ones(positions_BxT.shape, bool)
+    slots_BxT, new_keys_BxT = write_plan(positions_BxT, valid_BxT, cache.capacity)
+    k_positions = new_keys_BxT if fresh else jnp.concatenate([cache.positions_BxC, new_keys_BxT], axis=1)
+    mask = mask_lib.combine(mask_fn(positions_BxT, k_positions), mask_lib.padding(k_positions >= 0))
+    bias = bias_fn(positions_BxT, k_positions) if bias_fn is not None else None
+    inputs = LayerInputs(positions=positions_BxT, mask=mask, bias=bias, mask_kind="dynamic", valid=valid_BxT,
+                         k_positions=k_positions, slots=slots_BxT, fresh=fresh, **extra)
+    return inputs, updated_positions(cache, positions_BxT, slots_BxT)
+
+
+def _gather_rows(h_BxTxD, index_B):
+    return h_BxTxD if index_B is None else h_BxTxD[jnp.arange(h_BxTxD.shape[0]), index_B][:, None]
 
 
 def _final_norm(config: ModelConfig, rngs):
@@ -205,6 +224,30 @@ class Transformer(_Embedding):
         return self._logits(self.hidden_states(tokens_BxL, positions_BxL, segment_ids_BxL,
                                                        prefix_len_B, valid_BxL))
 
+    def extend(self, tokens_BxT, positions_BxT, cache: DecodeCache, *, valid_BxT=None, fresh: bool = False,
+               prefix_len_B=None, logits_at_B=None):
+        """Incremental forward of a causal model (lmx.nn.kv_cache): T new tokens per row at the given
+        positions, attending to the cached tokens and to each other; returns (logits, updated cache).
+        `fresh` ignores the cache's contents (a prompt's prefill); `valid_BxT` marks real tokens of
+        right-padded rows; `logits_at_B` returns only the logits at index logits_at_B[b] ([B, 1, V]).
+        For arch=prefix_lm, `prefix_len_B` is each row's prefix (the prompt)."""
+        config = self.config
+        if not self.causal:
+            raise ValueError(f"arch={config.arch} is not autoregressive; it has no incremental decoding")
+        if config.arch == "prefix_lm":
+            if prefix_len_B is None:
+                raise ValueError("arch=prefix_lm needs prefix_len_B (each row's prompt length) to decode")
+            mask_fn = lambda q, k: mask_lib.prefix_lm(q, k, prefix_len_B)
+        else:
+            mask_fn = lambda q, k: _causal_mask(config, q, k)[0]
+        inputs, positions_BxC = _extend_inputs(cache, positions_BxT, valid_BxT, fresh, mask_fn, self.position_bias)
+        x = self._embed_tokens(tokens_BxT, positions_BxT)
+        x, layers = run_stack_extend(config, self.blocks, x, inputs, cache.layers)
+        x = _gather_rows(x, logits_at_B)
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        return self._logits(x), dataclasses.replace(cache, positions_BxC=positions_BxC, layers=layers)
+
     def sentence_embedding(self, tokens_BxL, valid_BxL=None, pooling: str | None = None):
         """[B, D] float32: the mean of the final states over real tokens, or the first token's state."""
         pooling = pooling or self.config.pooling
@@ -252,6 +295,25 @@ class EncoderDecoder(_Embedding):
         h = run_stack(self.config, self.decoder, self._embed_tokens(decoder_tokens_BxL, positions), inputs)
         h = self.decoder_norm(h) if self.decoder_norm is not None else h
         return self._logits(h)
+
+    def extend(self, tokens_BxT, positions_BxT, cache: DecodeCache, *, valid_BxT=None, fresh: bool = False,
+               encoder_states_BxSxD=None, logits_at_B=None):
+        """Incremental decoder forward (see Transformer.extend). With `fresh`, `encoder_states_BxSxD`
+        (from `encode`) are projected into every layer's cross-attention cache once; the encoder
+        padding comes from `cache.context_valid_BxS`."""
+        config = self.config
+        if fresh and encoder_states_BxSxD is None:
+            raise ValueError("the first (fresh) extend of an encoder-decoder needs encoder_states_BxSxD")
+        context_mask = mask_lib.padding(cache.context_valid_BxS)
+        inputs, positions_BxC = _extend_inputs(cache, positions_BxT, valid_BxT, fresh, mask_lib.causal,
+                                               self.decoder_bias, context=encoder_states_BxSxD,
+                                               context_mask=context_mask)
+        x = self._embed_tokens(tokens_BxT, positions_BxT)
+        x, layers = run_stack_extend(config, self.decoder, x, inputs, cache.layers)
+        x = _gather_rows(x, logits_at_B)
+        if self.decoder_norm is not None:
+            x = self.decoder_norm(x)
+        return self._logits(x), dataclasses.replace(cache, positions_BxC=positions_BxC, layers=layers)
 
     def __call__(self, encoder_tokens_BxS, decoder_tokens_BxL, encoder_valid_BxS=None):
         return self.decode(decoder_tokens_BxL, self.encode(encoder_tokens_BxS, encoder_valid_BxS), encoder_valid_BxS)

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lmx.decode.generate import mask_vocab, pack_prompts, prefill, context_length
+from lmx.decode.generate import context_length, decode_layers, extend_kwargs, mask_vocab, pack_prompts, prefill
 from lmx.decode.logits import log_softmax_safe
 from lmx.errors import ConfigError
 from lmx.nn import kv_cache
@@ -65,7 +65,7 @@ def _top_finished(scores, logprob, length, seqs, width: int):
     return take(seqs), best, take(logprob), take(length)
 
 
-def _beam_step(model, s: BeamState, *, width, eos_id, length_penalty, early_stopping, vocab_limit) -> BeamState:
+def _beam_step(model, layers, s: BeamState, *, width, eos_id, length_penalty, early_stopping, vocab_limit) -> BeamState:
     B, W, N = s.seqs.shape
     V = s.logits.shape[-1]
     t = s.step
@@ -91,8 +91,8 @@ def _beam_step(model, s: BeamState, *, width, eos_id, length_penalty, early_stop
     rows = (jnp.arange(B)[:, None] * W + next_beam).reshape(-1)
     cache = kv_cache.reorder(s.cache, rows)
     length = s.length[rows]
-    extra = {"prefix_len_B": s.prompt_len} if model.config.arch == "prefix_lm" else {}
-    logits, cache = model.extend(next_token.reshape(-1, 1), length[:, None], cache, **extra)
+    logits, cache = model.extend(next_token.reshape(-1, 1), length[:, None], cache,
+                                 **extend_kwargs(model, s.prompt_len, layers))
     n_finished = jnp.sum(jnp.isfinite(fin[1]), axis=1)
     if early_stopping:
         done = n_finished >= W
@@ -121,7 +121,8 @@ def _beam_search(graphdef, params, tokens_BxP, lengths_B, *, width, max_new, eos
         fin_seqs=jnp.zeros((B, W, max_new), jnp.int32), fin_scores=empty, fin_logprob=empty,
         fin_len=jnp.zeros((B, W), jnp.int32), done=jnp.zeros((B,), bool), step=jnp.zeros((), jnp.int32),
         prompt_len=lengths_B[rows])
-    step = functools.partial(_beam_step, model, width=W, eos_id=eos_id, length_penalty=length_penalty,
+    layers = decode_layers(model) if start.cache.per_layer else None
+    step = functools.partial(_beam_step, model, layers, width=W, eos_id=eos_id, length_penalty=length_penalty,
                              early_stopping=early_stopping, vocab_limit=vocab_limit)
     s = jax.lax.while_loop(lambda s: (s.step < max_new) & ~jnp.all(s.done), step, state)
     # unfinished prompts: their live beams compete with the finished hypotheses

@@ -31,9 +31,20 @@ from flax import nnx
 
 from lmx.decode.logits import SamplingConfig, log_softmax_safe, process_logits, sample_token, warp_logits
 from lmx.errors import ConfigError
-from lmx.nn.kv_cache import DecodeCache, cache_capacity, init_cache
+from lmx.nn.kv_cache import DecodeCache, cache_capacity, init_cache, unstack_layers
 
 TABLE_POSITIONS = ("learned", "base_n")  # absolute schemes with a trained table: no position beyond it
+UNROLL_LAYERS = 16  # up to this many layer groups, decoding unrolls the layers over per-layer caches
+
+
+def decode_layers(model) -> list | None:
+    """The model's (decoder) layers as one module per layer group for an unrolled decode step, or
+    None (scan the stacked layers) when there are more than UNROLL_LAYERS groups: unrolling avoids
+    slicing every layer's weights and cache at every token, at the price of compile time that grows
+    with depth."""
+    stack = model.decoder if model.config.arch == "encoder_decoder" else model.blocks
+    n_groups = model.config.n_layers // (1 if model.config.arch == "encoder_decoder" else len(model.config.layer_pattern))
+    return unstack_layers(stack) if n_groups <= UNROLL_LAYERS else None
 
 
 @jax.tree_util.register_dataclass
@@ -124,17 +135,18 @@ def prefill(graphdef, params, tokens_BxP, lengths_B, budget_B, key, *, capacity:
     B, P = tokens_BxP.shape
     positions = jnp.broadcast_to(jnp.arange(P, dtype=jnp.int32), (B, P))
     valid = positions < lengths_B[:, None]
+    layers = decode_layers(model)
     if config.arch == "encoder_decoder":
         states = model.encode(encoder_tokens_BxS, encoder_valid_BxS)
-        cache = init_cache(config, B, capacity, context_len=encoder_tokens_BxS.shape[1])
+        cache = init_cache(config, B, capacity, context_len=encoder_tokens_BxS.shape[1], per_layer=layers is not None)
         cache = dataclasses.replace(cache, context_valid_BxS=encoder_valid_BxS)
         logits, cache = model.extend(tokens_BxP, positions, cache, valid_BxT=valid, fresh=True,
-                                     encoder_states_BxSxD=states, logits_at_B=lengths_B - 1)
+                                     encoder_states_BxSxD=states, logits_at_B=lengths_B - 1, layers=layers)
     else:
-        cache = init_cache(config, B, capacity)
+        cache = init_cache(config, B, capacity, per_layer=layers is not None)
         extra = {"prefix_len_B": lengths_B} if config.arch == "prefix_lm" else {}
         logits, cache = model.extend(tokens_BxP, positions, cache, valid_BxT=valid, fresh=True,
-                                     logits_at_B=lengths_B - 1, **extra)
+                                     logits_at_B=lengths_B - 1, layers=layers, **extra)
     history = jnp.zeros((B, history_len), jnp.int32).at[:, :P].set(jnp.where(valid, tokens_BxP, 0))
     zeros = jnp.zeros((B,), jnp.int32)
     return DecodeState(cache=cache, logits_BxV=logits[:, 0], history_BxT=history, length_B=lengths_B,
@@ -160,7 +172,15 @@ def choose(state: DecodeState, sampling: SamplingConfig, vocab_limit: int | None
     return sample_token(logits, sampling, key)
 
 
-def _step(model, state: DecodeState, sampling, eos_id, vocab_limit, stream) -> DecodeState:
+def extend_kwargs(model, prompt_length_B, layers) -> dict:
+    """Keyword arguments of `model.extend` for a decode step."""
+    extra = {"layers": layers}
+    if model.config.arch == "prefix_lm":
+        extra["prefix_len_B"] = prompt_length_B
+    return extra
+
+
+def _step(model, layers, state: DecodeState, sampling, eos_id, vocab_limit, stream) -> DecodeState:
     rows = jnp.arange(state.length_B.shape[0])
     token_B = choose(state, sampling, vocab_limit, jax.random.fold_in(state.key, state.step))
     active_B = ~state.done_B
@@ -174,7 +194,7 @@ def _step(model, state: DecodeState, sampling, eos_id, vocab_limit, stream) -> D
     new_B = state.new_B + active_B
     hit_eos = active_B & (token_B == eos_id) if eos_id is not None else jnp.zeros_like(active_B)
     logits, cache = model.extend(token_B[:, None], state.length_B[:, None], state.cache, valid_BxT=active_B[:, None],
-                                 **({"prefix_len_B": state.prompt_length_B} if model.config.arch == "prefix_lm" else {}))
+                                 **extend_kwargs(model, state.prompt_length_B, layers))
     return dataclasses.replace(
         state, cache=cache, logits_BxV=logits[:, 0], history_BxT=history, length_B=state.length_B + active_B,
         new_B=new_B, done_B=state.done_B | hit_eos | (new_B >= state.budget_B), eos_B=state.eos_B | hit_eos,
@@ -187,8 +207,9 @@ def run_chunk(graphdef, params, state: DecodeState, limit, *, sampling: Sampling
               vocab_limit: int | None = None, stream: Callable | None = None) -> DecodeState:
     """Decode until step == limit or every row is done (a while_loop; `limit` is traced)."""
     model = nnx.merge(graphdef, params)
+    layers = decode_layers(model) if state.cache.per_layer else None  # sliced once, outside the loop
     return jax.lax.while_loop(lambda s: (s.step < limit) & ~jnp.all(s.done_B),
-                              lambda s: _step(model, s, sampling, eos_id, vocab_limit, stream), state)
+                              lambda s: _step(model, layers, s, sampling, eos_id, vocab_limit, stream), state)
 
 
 def start(model, prompt_ids, *, max_new_tokens: int, seed: int = 0, context_len: int | None = None,

@@ -179,15 +179,22 @@ class Attention(nnx.Module):
         return self._rotate(k_BxSxKxH, positions_BxS, False), v_BxSxKxH
 
     def attend(self, q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, *, mask, bias=None, q_positions=None,
-               k_positions=None) -> jax.Array:
-        """y [B, L, D] from projected q and given keys/values under an explicit mask (incremental
-        decoding: the keys are a KV cache plus the new tokens; see lmx.decode.cache)."""
+               k_positions=None, cached_kv=None) -> jax.Array:
+        """y [B, L, D] from projected q and the given keys/values under an explicit mask. For
+        incremental decoding (lmx.nn.kv_cache), `cached_kv` = (k, v) of the cache, in its
+        kv-head-major layout [B, K, C, H], precede the given keys on the key axis (mask, bias and
+        k_positions cover both)."""
+        kv_major = lambda a: a.transpose(0, 2, 1, 3)
+        parts = [(kv_major(k_BxSxKxH), kv_major(v_BxSxKxH))]
+        if cached_kv is not None:
+            parts = [cached_kv, *parts]
         if self.kind == "linear":
-            o_BxLxNxH = _masked_linear(q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, mask, self.feature_map, self.eps)
+            keys = jnp.concatenate([kv_major(k).astype(jnp.float32) for k, _ in parts], axis=1)
+            values = jnp.concatenate([kv_major(v).astype(jnp.float32) for _, v in parts], axis=1)
+            o_BxLxNxH = _masked_linear(q_BxLxNxH, keys, values, mask, self.feature_map, self.eps)
         else:
-            o_BxLxNxH = attention_kernels.plain(q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, mask=mask, bias=bias,
-                                                shaw=self.shaw, q_positions=q_positions,
-                                                k_positions=k_positions)
+            o_BxLxNxH = attention_kernels.plain_parts(q_BxLxNxH, parts, mask=mask, bias=bias, shaw=self.shaw,
+                                                      q_positions=q_positions, k_positions=k_positions)
         cdt = self.compute_dtype
         return jnp.einsum("blnh,nhd->bld", o_BxLxNxH.astype(cdt), self.out[...].astype(cdt))
 

@@ -50,9 +50,21 @@ def _gqa_scores(q_BxLxNxH, k_BxSxKxH):
 def plain(q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, *, mask=None, bias=None, shaw=None, q_positions=None,
           k_positions=None):
     """Reference kernel. `shaw` (a ShawRelative) adds its key logits and value terms."""
+    kv_major = lambda a: a.transpose(0, 2, 1, 3)
+    return plain_parts(q_BxLxNxH, [(kv_major(k_BxSxKxH), kv_major(v_BxSxKxH))], mask=mask, bias=bias, shaw=shaw,
+                       q_positions=q_positions, k_positions=k_positions)
+
+
+def plain_parts(q_BxLxNxH, parts, *, mask=None, bias=None, shaw=None, q_positions=None, k_positions=None):
+    """`plain` over keys and values in the kv-head-major layout [B, K, S, H] (a KV cache's), given as
+    parts [(k, v), ...] that follow each other on the key axis (the cache, then the new tokens)
+    without building their concatenation. `mask`, `bias` and `k_positions` cover all parts."""
     B, L, N, H = q_BxLxNxH.shape
-    K = k_BxSxKxH.shape[2]
-    scores_BxNxLxS = _gqa_scores(q_BxLxNxH, k_BxSxKxH)
+    K = parts[0][0].shape[1]
+    q_BxKxGLxH = q_BxLxNxH.reshape(B, L, K, N // K, H).transpose(0, 2, 3, 1, 4).reshape(B, K, -1, H)
+    q_BxKxGLxH = q_BxKxGLxH.astype(jnp.float32) / math.sqrt(H)
+    scores = [jnp.einsum("bkqh,bksh->bkqs", q_BxKxGLxH, k.astype(jnp.float32)) for k, _ in parts]
+    scores_BxNxLxS = jnp.concatenate(scores, axis=-1).reshape(B, N, L, -1)
     if shaw is not None:
         scores_BxNxLxS = scores_BxNxLxS + shaw.key_logits(q_BxLxNxH, q_positions, k_positions) / math.sqrt(H)
     if bias is not None:
@@ -62,11 +74,16 @@ def plain(q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, *, mask=None, bias=None, shaw=None, q
     probs = jax.nn.softmax(scores_BxNxLxS, axis=-1)
     if mask is not None:  # a fully masked row gives zeros, not a uniform average
         probs = jnp.where(mask, probs, 0.0)
-    v = v_BxSxKxH.astype(jnp.float32)
-    out = jnp.einsum("bkgls,bskh->blkgh", probs.reshape(B, K, N // K, L, -1), v).reshape(B, L, N, H)
+    probs_BxKxGLxS = probs.reshape(B, K, -1, probs.shape[-1])
+    out, start = 0.0, 0
+    for _, v in parts:
+        S = v.shape[2]
+        out = out + jnp.einsum("bkqs,bksh->bkqh", probs_BxKxGLxS[..., start : start + S], v.astype(jnp.float32))
+        start += S
+    out_BxLxNxH = out.reshape(B, K, N // K, L, H).transpose(0, 3, 1, 2, 4).reshape(B, L, N, H)
     if shaw is not None:
-        out = out + shaw.value_term(probs, q_positions, k_positions)
-    return out.astype(q_BxLxNxH.dtype)
+        out_BxLxNxH = out_BxLxNxH + shaw.value_term(probs, q_positions, k_positions)
+    return out_BxLxNxH.astype(q_BxLxNxH.dtype)
 
 
 def _dot_product(implementation: str):

@@ -144,52 +144,46 @@ class Block(nnx.Module):
 
 
     def extend(self, x_BxTxD: jax.Array, inputs: LayerInputs, cache: dict) -> tuple[jax.Array, dict]:
-        """Incremental forward over T new tokens with this layer's decoding cache; returns the output
-        and the updated cache. Attention caches hold k, v [B, C, K, H] (written at `inputs.slots`),
-        SSM caches an SSMCache, cross-attention the encoder keys/values (computed when `fresh`)."""
-        new_cache = dict(cache)
+        """Incremental forward over T new tokens given this layer's decoding cache (read only).
+        Returns the output and the layer's updates: "k", "v" [B, T, K, H] of the new tokens (the
+        caller writes them at `inputs.slots`; caches are [B, K, C, H]), a new SSMCache, and, when `fresh`, the cross-attention
+        keys/values of the encoder states (lmx.nn.kv_cache.apply_updates)."""
+        updates = {}
         norm = lambda name: getattr(self, name, None)
 
         def attention(h):
             attn = self.attn
             q = attn.project_queries(h, inputs.positions)
-            k, v = attn.project_keys_values(h, inputs.positions)
-            keys, values = (k, v) if inputs.fresh else (
-                jnp.concatenate([cache["k"].astype(k.dtype), k], axis=1),
-                jnp.concatenate([cache["v"].astype(v.dtype), v], axis=1))
-            new_cache["k"] = write_slots(cache["k"], k, inputs.slots)
-            new_cache["v"] = write_slots(cache["v"], v, inputs.slots)
-            return attn.attend(q, keys, values, mask=inputs.mask, bias=inputs.bias, q_positions=inputs.positions,
-                               k_positions=inputs.k_positions)
+            updates["k"], updates["v"] = attn.project_keys_values(h, inputs.positions)
+            cached = None if inputs.fresh else (cache["k"], cache["v"])
+            return attn.attend(q, updates["k"], updates["v"], mask=inputs.mask, bias=inputs.bias,
+                               q_positions=inputs.positions, k_positions=inputs.k_positions, cached_kv=cached)
 
         def ssm(h):
             if inputs.fresh:
-                y, new_cache["ssm"] = self.ssm(h, return_cache=True, valid_BxL=inputs.valid)
+                y, updates["ssm"] = self.ssm(h, return_cache=True, valid_BxL=inputs.valid)
             elif h.shape[1] == 1:
-                y, new_cache["ssm"] = self.ssm.step(h[:, 0], cache["ssm"])
+                y, updates["ssm"] = self.ssm.step(h[:, 0], cache["ssm"])
                 y = y[:, None]
             else:
-                y, new_cache["ssm"] = self.ssm(h, cache=cache["ssm"], return_cache=True)
+                y, updates["ssm"] = self.ssm(h, cache=cache["ssm"], return_cache=True)
             return y
 
         x_BxTxD = self._residual(x_BxTxD, attention if self.layer_type == "A" else ssm,
                                  norm(f"{self.mixer_name}_norm"))
         if self.cross_attn is not None:
-            if inputs.fresh:
-                new_cache["cross_k"], new_cache["cross_v"] = self.cross_attn.project_keys_values(inputs.context, None)
+            if inputs.fresh:  # the encoder states' keys/values, kept in the cache's [B, K, S, H] layout
+                context_kv = self.cross_attn.project_keys_values(inputs.context, None)
+                updates["cross_k"], updates["cross_v"] = (a.transpose(0, 2, 1, 3) for a in context_kv)
+            else:
+                context_kv = tuple(cache[name].transpose(0, 2, 1, 3) for name in ("cross_k", "cross_v"))
 
             def cross(h):
                 q = self.cross_attn.project_queries(h, inputs.positions)
-                return self.cross_attn.attend(q, new_cache["cross_k"], new_cache["cross_v"], mask=inputs.context_mask)
+                return self.cross_attn.attend(q, *context_kv, mask=inputs.context_mask)
 
             x_BxTxD = self._residual(x_BxTxD, cross, norm("cross_norm"))
-        return self._residual(x_BxTxD, self.mlp, norm("mlp_norm")).astype(x_BxTxD.dtype), new_cache
-
-
-def write_slots(cache_BxCx___, new_BxTx___, slots_BxT):
-    """cache[b, slots[b, t]] = new[b, t]; slots equal to the capacity C (out of range) are not written."""
-    rows_Bx1 = jnp.arange(cache_BxCx___.shape[0])[:, None]
-    return cache_BxCx___.at[rows_Bx1, slots_BxT].set(new_BxTx___.astype(cache_BxCx___.dtype), mode="drop")
+        return self._residual(x_BxTxD, self.mlp, norm("mlp_norm")).astype(x_BxTxD.dtype), updates
 
 
 class LayerGroup(nnx.Module):
@@ -205,8 +199,8 @@ class LayerGroup(nnx.Module):
         return x_BxLxD
 
     def extend(self, x_BxTxD, inputs: LayerInputs, cache: tuple):
-        new_caches = []
+        updates = []
         for layer, layer_cache in zip(self.layers, cache):
-            x_BxTxD, layer_cache = layer.extend(x_BxTxD, inputs, layer_cache)
-            new_caches.append(layer_cache)
-        return x_BxTxD, tuple(new_caches)
+            x_BxTxD, layer_updates = layer.extend(x_BxTxD, inputs, layer_cache)
+            updates.append(layer_updates)
+        return x_BxTxD, tuple(updates)

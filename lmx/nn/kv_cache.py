@@ -14,8 +14,10 @@ can sit at a different position (batches of prompts with different lengths), and
 tokens (speculative decoding) is setting positions back to -1. All layers share one position
 array; per-layer entries are stacked on a leading `layers` axis, like the parameters:
 
-    attention layer   {"k": [B, C, K, H], "v": [B, C, K, H]}    (K = n_kv_heads: GQA caches K heads)
-    + cross-attention {"cross_k": [B, S, K, H], "cross_v": ...}  encoder states, projected once
+    attention layer   {"k": [B, K, C, H], "v": [B, K, C, H]}    (K = n_kv_heads: GQA caches K heads;
+                                                                kv-head-major, the layout of the q.k
+                                                                and p.v products, so no transposes)
+    + cross-attention {"cross_k": [B, K, S, H], "cross_v": ...}  encoder states, projected once
     SSM layer         {"ssm": SSMCache}                          O(1) state (lmx.nn.ssm)
     layer group       a tuple of the above, one per entry of `model.layer_pattern`
 
@@ -34,7 +36,6 @@ import jax
 import jax.numpy as jnp
 
 from lmx.config import ModelConfig
-from lmx.nn.blocks import write_slots
 from lmx.nn.params import dtype_of
 from lmx.nn.ssm import SSMCache
 
@@ -43,8 +44,9 @@ from lmx.nn.ssm import SSMCache
 @dataclasses.dataclass(frozen=True)
 class DecodeCache:
     positions_BxC: jax.Array  # int32 position held by each slot; -1 = empty
-    layers: Any  # per-layer caches stacked on a leading layers axis (see the module docstring)
+    layers: Any  # per-layer caches stacked on a leading layers axis, or a list of them (per_layer)
     context_valid_BxS: jax.Array | None = None  # encoder-decoder: real encoder tokens
+    per_layer: bool = dataclasses.field(default=False, metadata={"static": True})
 
     @property
     def capacity(self) -> int:
@@ -65,27 +67,33 @@ def _layer_cache(config: ModelConfig, layer_type: str, batch: int, capacity: int
         inner = config.ssm_expand * config.d_model
         return {"ssm": SSMCache(conv_BxKm1xE=jnp.zeros((batch, config.ssm_conv - 1, inner), jnp.float32),
                                 ssm_BxExN=jnp.zeros((batch, inner, config.ssm_state), jnp.float32))}
-    kv_shape = (batch, capacity, config.n_kv_heads, config.resolved_head_dim)
+    kv_shape = (batch, config.n_kv_heads, capacity, config.resolved_head_dim)
     entry = {"k": jnp.zeros(kv_shape, dtype), "v": jnp.zeros(kv_shape, dtype)}
     if cross:
-        context_shape = (batch, context_len, config.n_kv_heads, config.resolved_head_dim)
+        context_shape = (batch, config.n_kv_heads, context_len, config.resolved_head_dim)
         entry["cross_k"], entry["cross_v"] = jnp.zeros(context_shape, dtype), jnp.zeros(context_shape, dtype)
     return entry
 
 
-def init_cache(config: ModelConfig, batch: int, capacity: int, *, context_len: int = 0) -> DecodeCache:
+def init_cache(config: ModelConfig, batch: int, capacity: int, *, context_len: int = 0,
+               per_layer: bool = False) -> DecodeCache:
     """An empty cache with `capacity` slots per row (and room for `context_len` encoder states when
-    the model is an encoder-decoder)."""
+    the model is an encoder-decoder). `per_layer` keeps one buffer per layer group (a list) instead
+    of one stacked buffer: the layout of an unrolled decode step (`unstack_layers`), in which every
+    layer reads and updates its own buffers in place."""
     cross = config.arch == "encoder_decoder"
     pattern = "A" if cross else config.layer_pattern
     dtype = dtype_of(config.compute_dtype)
     entries = tuple(_layer_cache(config, t, batch, capacity, context_len, cross, dtype) for t in pattern)
     group = entries[0] if len(entries) == 1 else entries
     n_groups = config.n_layers // len(pattern)
-    layers = jax.tree.map(lambda a: jnp.broadcast_to(a, (n_groups, *a.shape)), group)
+    if per_layer:
+        layers = [jax.tree.map(jnp.zeros_like, group) for _ in range(n_groups)]
+    else:
+        layers = jax.tree.map(lambda a: jnp.broadcast_to(a, (n_groups, *a.shape)), group)
     context_valid = jnp.ones((batch, context_len), bool) if cross else None
     return DecodeCache(positions_BxC=jnp.full((batch, capacity), -1, jnp.int32), layers=layers,
-                       context_valid_BxS=context_valid)
+                       context_valid_BxS=context_valid, per_layer=per_layer)
 
 
 def write_plan(positions_BxT: jax.Array, valid_BxT: jax.Array, capacity: int):
@@ -111,27 +119,83 @@ def forget_after(cache: DecodeCache, last_position_B: jax.Array) -> DecodeCache:
 
 def reorder(cache: DecodeCache, index_B: jax.Array) -> DecodeCache:
     """The cache rows taken in the order `index_B` (beam search keeps the surviving beams)."""
-    layers = jax.tree.map(lambda a: jnp.take(a, index_B, axis=1), cache.layers)
+    layers = jax.tree.map(lambda a: jnp.take(a, index_B, axis=0 if cache.per_layer else 1), cache.layers)
     context_valid = None if cache.context_valid_BxS is None else cache.context_valid_BxS[index_B]
     return DecodeCache(positions_BxC=cache.positions_BxC[index_B], layers=layers,
-                       context_valid_BxS=context_valid)
+                       context_valid_BxS=context_valid, per_layer=cache.per_layer)
 
 
-def run_stack_extend(config: ModelConfig, stack, x_BxTxD, inputs, layer_caches):
-    """The stacked layers' incremental forward (a scan over layers and their caches, or a loop)."""
+def write_slots(cache_BxCx___, new_BxTx___, slots_BxT):
+    """cache[b, slots[b, t]] = new[b, t]; slots equal to the capacity C (out of range) are not written."""
+    rows_Bx1 = jnp.arange(cache_BxCx___.shape[0])[:, None]
+    return cache_BxCx___.at[rows_Bx1, slots_BxT].set(new_BxTx___.astype(cache_BxCx___.dtype), mode="drop")
+
+
+def _apply_layer_updates(caches: dict, updates: dict, index, slots_BxT) -> dict:
+    """Write a layer's updates into its caches; `index` selects the layer of stacked caches (None:
+    the caches are that layer's own buffers)."""
+    put = (lambda a, v: a.at[index].set(v.astype(a.dtype))) if index is not None else (lambda a, v: v.astype(a.dtype))
+    out = dict(caches)
+    for name, value in updates.items():
+        if name in ("k", "v"):  # the new tokens' keys/values [B, T, K, H], written in place at their slots
+            B, _, K, _ = value.shape
+            rows, heads = jnp.arange(B)[:, None, None], jnp.arange(K)[None, :, None]
+            new_BxKxTxH = value.transpose(0, 2, 1, 3).astype(caches[name].dtype)
+            if index is None:
+                out[name] = caches[name].at[rows, heads, slots_BxT[:, None, :]].set(new_BxKxTxH, mode="drop")
+            else:
+                out[name] = caches[name].at[index, rows, heads, slots_BxT[:, None, :]].set(new_BxKxTxH, mode="drop")
+        else:  # whole entries: an SSM state, or the cross-attention keys/values at prefill
+            out[name] = jax.tree.map(put, caches[name], value)
+    return out
+
+
+def apply_updates(layer_caches, updates, index, slots_BxT):
+    """Write one layer group's updates (Block.extend / LayerGroup.extend) into its caches."""
+    if isinstance(layer_caches, tuple):
+        return tuple(_apply_layer_updates(c, u, index, slots_BxT) for c, u in zip(layer_caches, updates))
+    return _apply_layer_updates(layer_caches, updates, index, slots_BxT)
+
+
+def unstack_layers(stack) -> list:
+    """The stacked layers as one module per layer group. Inside a compiled decode loop, slicing the
+    weights once before the loop (instead of in every step) and running the layers unrolled over
+    per-layer caches avoids a copy of every layer's weights and cache per token."""
     from flax import nnx
 
     graphdef, state = nnx.split(stack)
-
-    def body(x, layer):
-        layer_state, layer_cache = layer
-        return nnx.merge(graphdef, layer_state).extend(x, inputs, layer_cache)
-
-    if config.scan_layers:
-        return jax.lax.scan(body, x_BxTxD, (state, layer_caches))
     n_groups = jax.tree.leaves(state)[0].shape[0]
-    outputs = []
+    return [nnx.merge(graphdef, jax.tree.map(lambda a, i=i: a[i], state)) for i in range(n_groups)]
+
+
+def run_stack_extend(config: ModelConfig, stack, x_BxTxD, inputs, layer_caches, layers: list | None = None):
+    """The stacked layers' incremental forward. With per-layer caches (a list) and `layers` from
+    `unstack_layers`, the layers run unrolled, each updating its own cache in place; otherwise a scan
+    (or a loop, `scan_layers=False`) over the layers carries the stacked caches and writes only the
+    new tokens' entries."""
+    from flax import nnx
+
+    if isinstance(layer_caches, list):
+        layers = unstack_layers(stack) if layers is None else layers
+        new_caches = []
+        for layer, layer_cache in zip(layers, layer_caches):
+            x_BxTxD, updates = layer.extend(x_BxTxD, inputs, layer_cache)
+            new_caches.append(apply_updates(layer_cache, updates, None, inputs.slots))
+        return x_BxTxD, new_caches
+
+    graphdef, state = nnx.split(stack)
+
+    def body(carry, layer):
+        x, caches = carry
+        layer_state, index = layer
+        layer_cache = jax.tree.map(lambda a: a[index], caches)
+        x, updates = nnx.merge(graphdef, layer_state).extend(x, inputs, layer_cache)
+        return (x, apply_updates(caches, updates, index, inputs.slots)), None
+
+    n_groups = jax.tree.leaves(state)[0].shape[0]
+    if config.scan_layers:
+        return jax.lax.scan(body, (x_BxTxD, layer_caches), (state, jnp.arange(n_groups)))[0]
+    carry = (x_BxTxD, layer_caches)
     for i in range(n_groups):
-        x_BxTxD, new_cache = body(x_BxTxD, jax.tree.map(lambda a, i=i: a[i], (state, layer_caches)))
-        outputs.append(new_cache)
-    return x_BxTxD, jax.tree.map(lambda *a: jnp.stack(a), *outputs)
+        carry, _ = body(carry, (jax.tree.map(lambda a, i=i: a[i], state), i))
+    return carry

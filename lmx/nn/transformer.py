@@ -225,12 +225,13 @@ class Transformer(_Embedding):
                                                        prefix_len_B, valid_BxL))
 
     def extend(self, tokens_BxT, positions_BxT, cache: DecodeCache, *, valid_BxT=None, fresh: bool = False,
-               prefix_len_B=None, logits_at_B=None):
+               prefix_len_B=None, logits_at_B=None, layers: list | None = None):
         """Incremental forward of a causal model (lmx.nn.kv_cache): T new tokens per row at the given
         positions, attending to the cached tokens and to each other; returns (logits, updated cache).
         `fresh` ignores the cache's contents (a prompt's prefill); `valid_BxT` marks real tokens of
         right-padded rows; `logits_at_B` returns only the logits at index logits_at_B[b] ([B, 1, V]).
-        For arch=prefix_lm, `prefix_len_B` is each row's prefix (the prompt)."""
+        For arch=prefix_lm, `prefix_len_B` is each row's prefix (the prompt). `layers`: the blocks
+        from `kv_cache.unstack_layers(model.blocks)`, for caches made with `per_layer=True`."""
         config = self.config
         if not self.causal:
             raise ValueError(f"arch={config.arch} is not autoregressive; it has no incremental decoding")
@@ -242,11 +243,11 @@ class Transformer(_Embedding):
             mask_fn = lambda q, k: _causal_mask(config, q, k)[0]
         inputs, positions_BxC = _extend_inputs(cache, positions_BxT, valid_BxT, fresh, mask_fn, self.position_bias)
         x = self._embed_tokens(tokens_BxT, positions_BxT)
-        x, layers = run_stack_extend(config, self.blocks, x, inputs, cache.layers)
+        x, new_layers = run_stack_extend(config, self.blocks, x, inputs, cache.layers, layers)
         x = _gather_rows(x, logits_at_B)
         if self.final_norm is not None:
             x = self.final_norm(x)
-        return self._logits(x), dataclasses.replace(cache, positions_BxC=positions_BxC, layers=layers)
+        return self._logits(x), dataclasses.replace(cache, positions_BxC=positions_BxC, layers=new_layers)
 
     def sentence_embedding(self, tokens_BxL, valid_BxL=None, pooling: str | None = None):
         """[B, D] float32: the mean of the final states over real tokens, or the first token's state."""
@@ -297,7 +298,7 @@ class EncoderDecoder(_Embedding):
         return self._logits(h)
 
     def extend(self, tokens_BxT, positions_BxT, cache: DecodeCache, *, valid_BxT=None, fresh: bool = False,
-               encoder_states_BxSxD=None, logits_at_B=None):
+               encoder_states_BxSxD=None, logits_at_B=None, layers: list | None = None):
         """Incremental decoder forward (see Transformer.extend). With `fresh`, `encoder_states_BxSxD`
         (from `encode`) are projected into every layer's cross-attention cache once; the encoder
         padding comes from `cache.context_valid_BxS`."""
@@ -309,11 +310,11 @@ class EncoderDecoder(_Embedding):
                                                self.decoder_bias, context=encoder_states_BxSxD,
                                                context_mask=context_mask)
         x = self._embed_tokens(tokens_BxT, positions_BxT)
-        x, layers = run_stack_extend(config, self.decoder, x, inputs, cache.layers)
+        x, new_layers = run_stack_extend(config, self.decoder, x, inputs, cache.layers, layers)
         x = _gather_rows(x, logits_at_B)
         if self.decoder_norm is not None:
             x = self.decoder_norm(x)
-        return self._logits(x), dataclasses.replace(cache, positions_BxC=positions_BxC, layers=layers)
+        return self._logits(x), dataclasses.replace(cache, positions_BxC=positions_BxC, layers=new_layers)
 
     def __call__(self, encoder_tokens_BxS, decoder_tokens_BxL, encoder_valid_BxS=None):
         return self.decode(decoder_tokens_BxL, self.encode(encoder_tokens_BxS, encoder_valid_BxS), encoder_valid_BxS)

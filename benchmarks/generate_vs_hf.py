@@ -1,0 +1,229 @@
+"""Prefill and decode tokens/s of lmx generation against Hugging Face `generate()`, same weights.
+
+    python benchmarks/generate_vs_hf.py [--batch 1 8] [--new-tokens 256] [--prompt-len 64] [--repeats 3]
+                                        [--out benchmarks/results/generate_vs_hf.json]
+
+A small Llama-shaped lmx model (d_model 256, 4 layers, 8 heads, 4 kv heads, d_ff 704, vocab 4096,
+untied, float32, lmx's random init, seed 0) is exported with `lmx.interop.to_hf_llama`, so both
+sides run the identical architecture and weights: lmx on JAX (CPU here) and transformers'
+LlamaForCausalLM on torch CPU (threads left at torch's default, recorded). Prompts are random token
+ids, the same for both; greedy decoding of exactly `new_tokens` tokens (no EOS stop).
+
+    lmx   `generate_tokens(model, prompts, max_new_tokens, sampling=SamplingConfig(temperature=0),
+          eos_id=None)`; prefill and decode seconds from its `stats` (timed around the compiled calls).
+    HF    prefill seconds: one `model(input_ids, use_cache=True)` forward over the prompt, timed;
+          decode seconds: `generate(do_sample=False, max_new_tokens=N, min_new_tokens=N)` time minus
+          the prefill seconds.
+    prefill tokens/s = batch * prompt_len / prefill_s;  decode tokens/s = batch * new_tokens / decode_s.
+
+HF is also timed with 1 torch thread (`--hf-extra-threads`): on a loaded machine torch's default
+thread count can be several times slower, so ratios against the best HF thread count are recorded too.
+Each side is warmed up (compilation, allocator) with one untimed call per batch size; every number is
+the best (minimum time) of `repeats` runs. Also recorded: the fraction of generated positions where the
+greedy tokens of lmx and HF are identical, and the mean length of their common prefix (after the
+first difference the two continue from different histories, so later positions rarely agree).
+Goal of the decoding issue: lmx decode at least 5x HF. Writes benchmarks/results/generate_vs_hf.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from lmx.config import ModelConfig  # noqa: E402
+from lmx.interop.hf_llama import to_hf_llama  # noqa: E402
+from lmx.nn.transformer import build_model  # noqa: E402
+
+CONFIG = ModelConfig(d_model=256, n_layers=4, n_heads=8, n_kv_heads=4, d_ff=704, vocab_size=4096, max_seq_len=512,
+                     tie_embeddings=False, rope_theta=10000.0, norm_eps=1e-5)
+GOAL_DECODE_RATIO = 5.0
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def run_lmx(model, prompts: np.ndarray, new_tokens: int, repeats: int) -> dict:
+    from lmx.decode.generate import generate_tokens
+    from lmx.decode.logits import SamplingConfig
+
+    rows = [list(map(int, r)) for r in prompts]
+    greedy = SamplingConfig(temperature=0.0)
+
+    def call():
+        t0 = time.perf_counter()
+        out = generate_tokens(model, rows, max_new_tokens=new_tokens, sampling=greedy, eos_id=None, seed=0)
+        return out, time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    out, _ = call()  # warm-up: compilation
+    warmup_s = time.perf_counter() - t0
+    runs = [call() for _ in range(repeats)]
+    tokens = runs[-1][0].tokens
+    if any(len(t) != new_tokens for t in tokens):
+        raise RuntimeError(f"lmx generated {[len(t) for t in tokens]} tokens per row, expected {new_tokens}")
+    if any(r[0].tokens != tokens for r in runs) or out.tokens != tokens:
+        raise RuntimeError("lmx greedy outputs differ between repeats")
+    prefill_s = min(r[0].stats["prefill_s"] for r in runs)
+    decode_s = min(r[0].stats["decode_s"] for r in runs)
+    return {"tokens": tokens, "prefill_s": prefill_s, "decode_s": decode_s,
+            "wall_s": min(r[1] for r in runs), "warmup_wall_s": warmup_s,
+            "stats_new_tokens": runs[-1][0].stats.get("new_tokens")}
+
+
+def run_hf(hf_model, prompts: np.ndarray, new_tokens: int, repeats: int) -> dict:
+    import torch
+
+    ids = torch.from_numpy(prompts.astype(np.int64))
+    mask = torch.ones_like(ids)
+    kwargs = dict(attention_mask=mask, do_sample=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                  eos_token_id=None, pad_token_id=0, use_cache=True, num_beams=1, temperature=None, top_p=None,
+                  top_k=None)
+
+    def prefill() -> float:
+        t0 = time.perf_counter()
+        hf_model(input_ids=ids, attention_mask=mask, use_cache=True)
+        return time.perf_counter() - t0
+
+    def generate():
+        t0 = time.perf_counter()
+        out = hf_model.generate(ids, **kwargs)
+        return out, time.perf_counter() - t0
+
+    with torch.inference_mode():
+        prefill()
+        generate()  # warm-up
+        prefill_s = min(prefill() for _ in range(repeats))
+        runs = [generate() for _ in range(repeats)]
+    out = runs[-1][0][:, prompts.shape[1]:]
+    if out.shape[1] != new_tokens:
+        raise RuntimeError(f"HF generated {out.shape[1]} tokens, expected {new_tokens}")
+    generate_s = min(r[1] for r in runs)
+    return {"tokens": out.tolist(), "prefill_s": prefill_s, "generate_s": generate_s,
+            "decode_s": generate_s - prefill_s}
+
+
+def agreement(a: list[list[int]], b: list[list[int]]) -> dict:
+    same = np.asarray(a) == np.asarray(b)
+    prefix = [int(np.argmin(row)) if not row.all() else len(row) for row in same]
+    return {"identical_fraction": float(same.mean()), "common_prefix_mean": float(np.mean(prefix)),
+            "common_prefix_per_row": prefix, "rows_fully_identical": int(sum(row.all() for row in same))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--new-tokens", type=int, default=256)
+    parser.add_argument("--prompt-len", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-lmx", action="store_true", help="HF side only (debugging)")
+    parser.add_argument("--hf-extra-threads", type=int, nargs="*", default=[1],
+                        help="also time HF with these torch thread counts (fairness check on a loaded machine)")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks/results/generate_vs_hf.json"))
+    args = parser.parse_args()
+    if args.prompt_len + args.new_tokens > CONFIG.max_seq_len:
+        parser.error(f"prompt-len + new-tokens must be <= max_seq_len={CONFIG.max_seq_len}")
+
+    import flax
+    import torch
+    import transformers
+
+    default_threads = torch.get_num_threads()
+    model = build_model(CONFIG, rngs=nnx.Rngs(0))
+    hf_model = to_hf_llama(model)
+    prompts_all = np.random.default_rng(0).integers(0, CONFIG.vocab_size, (max(args.batch), args.prompt_len))
+    results = []
+    for batch in args.batch:
+        prompts = prompts_all[:batch]
+        torch.set_num_threads(default_threads)
+        hf = run_hf(hf_model, prompts, args.new_tokens, args.repeats)
+        row = {"batch": batch, "hf": {k: v for k, v in hf.items() if k != "tokens"}}
+        row["hf"]["torch_threads"] = default_threads
+        row["hf"]["prefill_tokens_per_s"] = batch * args.prompt_len / hf["prefill_s"]
+        row["hf"]["decode_tokens_per_s"] = batch * args.new_tokens / hf["decode_s"]
+        row["hf_other_threads"] = []
+        for threads in sorted(set(args.hf_extra_threads) - {default_threads}):
+            torch.set_num_threads(threads)
+            other = run_hf(hf_model, prompts, args.new_tokens, args.repeats)
+            entry = {k: v for k, v in other.items() if k != "tokens"}
+            entry.update(torch_threads=threads, prefill_tokens_per_s=batch * args.prompt_len / other["prefill_s"],
+                         decode_tokens_per_s=batch * args.new_tokens / other["decode_s"],
+                         tokens_identical_to_default_threads=other["tokens"] == hf["tokens"])
+            row["hf_other_threads"].append(entry)
+        torch.set_num_threads(default_threads)
+        best_hf = max([row["hf"]] + row["hf_other_threads"], key=lambda e: e["decode_tokens_per_s"])
+        if not args.skip_lmx:
+            ours = run_lmx(model, prompts, args.new_tokens, args.repeats)
+            row["lmx"] = {k: v for k, v in ours.items() if k != "tokens"}
+            row["lmx"]["prefill_tokens_per_s"] = batch * args.prompt_len / ours["prefill_s"]
+            row["lmx"]["decode_tokens_per_s"] = batch * args.new_tokens / ours["decode_s"]
+            row["decode_ratio_lmx_over_hf"] = row["lmx"]["decode_tokens_per_s"] / row["hf"]["decode_tokens_per_s"]
+            row["prefill_ratio_lmx_over_hf"] = row["lmx"]["prefill_tokens_per_s"] / row["hf"]["prefill_tokens_per_s"]
+            row["decode_ratio_lmx_over_best_hf"] = (row["lmx"]["decode_tokens_per_s"]
+                                                    / best_hf["decode_tokens_per_s"])
+            row["prefill_ratio_lmx_over_best_hf"] = (row["lmx"]["prefill_tokens_per_s"] / max(
+                e["prefill_tokens_per_s"] for e in [row["hf"]] + row["hf_other_threads"]))
+            row["best_hf_decode_threads"] = best_hf["torch_threads"]
+            row["greedy_agreement"] = agreement(ours["tokens"], hf["tokens"])
+        results.append(row)
+
+    result = {
+        "what": "greedy generation, random Llama-shaped model, identical weights; best of repeats",
+        "model": {k: getattr(CONFIG, k) for k in ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff",
+                                                   "vocab_size", "max_seq_len", "tie_embeddings", "param_dtype",
+                                                   "compute_dtype", "attention_impl")},
+        "n_params": int(sum(np.prod(v.shape) for v in jax.tree.leaves(nnx.state(model, nnx.Param)))),
+        "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "repeats": args.repeats,
+        "definitions": {"prefill_tokens_per_s": "batch * prompt_len / prefill_s",
+                        "decode_tokens_per_s": "batch * new_tokens / decode_s",
+                        "hf_decode_s": "generate() seconds minus one timed prefill forward (use_cache=True)",
+                        "lmx_s": "generate_tokens(...).stats prefill_s / decode_s"},
+        "results": results, "goal_decode_ratio_min": GOAL_DECODE_RATIO,
+        "machine": {"cpu_count": os.cpu_count(), "machine": platform.machine(), "processor": platform.processor(),
+                    "loadavg_at_end": list(os.getloadavg()), "torch_num_threads_default": default_threads,
+                    "jax_backend": jax.default_backend(), "jax_devices": jax.device_count()},
+        "versions": {"python": platform.python_version(), "jax": jax.__version__, "flax": flax.__version__,
+                     "torch": torch.__version__, "transformers": transformers.__version__, "lmx_commit": _git_commit(),
+                     "hf_attn_implementation": getattr(hf_model.config, "_attn_implementation", None)},
+    }
+    if not args.skip_lmx:
+        result["meets_goal"] = all(r["decode_ratio_lmx_over_hf"] >= GOAL_DECODE_RATIO for r in results)
+        result["meets_goal_vs_best_hf_threads"] = all(r["decode_ratio_lmx_over_best_hf"] >= GOAL_DECODE_RATIO
+                                                      for r in results)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+
+    print(f"{'batch':>5} {'side':>10} {'prefill tok/s':>14} {'decode tok/s':>13} {'decode x':>9} {'prefill x':>10} "
+          f"{'same tokens':>12}")
+    for r in results:
+        sides = [(f"hf/{r['hf']['torch_threads']}thr", r["hf"])]
+        sides += [(f"hf/{e['torch_threads']}thr", e) for e in r["hf_other_threads"]]
+        sides += [("lmx", r["lmx"])] if "lmx" in r else []
+        for name, s in sides:
+            extra = (f"{r['decode_ratio_lmx_over_hf']:>9.2f} {r['prefill_ratio_lmx_over_hf']:>10.2f} "
+                     f"{r['greedy_agreement']['identical_fraction']:>12.3f}") if name == "lmx" else ""
+            print(f"{r['batch']:>5} {name:>10} {s['prefill_tokens_per_s']:>14.0f} {s['decode_tokens_per_s']:>13.0f} {extra}")
+    print("(decode x / prefill x: lmx over HF at torch's default thread count)")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

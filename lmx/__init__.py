@@ -3,6 +3,7 @@
     import lmx
     run = lmx.load("runs/default-20261125-120000")   # .config, .model (NNX), .tokenizer
     logits = run.model(tokens)
+    texts = lmx.generate(run, ["def fib(n):"], max_new_tokens=64, temperature=0.8, top_p=0.95)
 """
 
 __version__ = "0.1.0"
@@ -18,6 +19,14 @@ def load(run_dir, step=None):
     return _load(run_dir, step)
 
 
+def generate(run, prompts, **options):
+    """Generate from a loaded run (`lmx.load`): a list of `lmx.decode.Completion` (options as in
+    `lmx.decode.generate`: max_new_tokens, temperature, top_k, top_p, min_p, penalties, stop, beams, ...)."""
+    from lmx.decode import generate as _generate
+
+    return _generate(run.model, run.tokenizer, prompts, **options)
+
+
 __all__ = [
     "CheckpointError",
     "Config",
@@ -25,6 +34,7 @@ __all__ = [
     "DataError",
     "LmxError",
     "NonFiniteError",
+    "generate",
     "load",
     "load_config",
 ]

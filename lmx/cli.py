@@ -1,4 +1,4 @@
-"""The `lmx` command. Verbs: train, eval, info. Errors print one line on stderr and exit with 2."""
+"""The `lmx` command. Verbs: train, eval, generate, info, tokenizer. Errors print one line on stderr and exit with 2."""
 
 from __future__ import annotations
 
@@ -172,7 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--devices", type=int, default=None,
                       help="with --sharding: device count that sizes a -1 mesh axis (default: this machine's)")
     info.set_defaults(func=_cmd_info)
+    from lmx.generate_cli import add_generate_parser
     from lmx.tokenizer_cli import add_tokenizer_parser
+    add_generate_parser(verbs)
     add_tokenizer_parser(verbs)
     return parser
 

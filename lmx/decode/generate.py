@@ -59,7 +59,7 @@ class DecodeState:
     new_B: jax.Array  # new tokens so far
     done_B: jax.Array
     eos_B: jax.Array  # stopped at EOS
-    logprob_B: jax.Array  # sum of log p_model(token) over the new tokens
+    logprob_BxT: jax.Array  # log p_model(token) of each new token, at its position in history
     step: jax.Array
     key: jax.Array
 
@@ -70,6 +70,7 @@ class GenerationOutput:
     finish_reasons: list[str]  # "eos", "length" (max_new_tokens) or "context" (context_len reached)
     logprobs: list[float]  # sum of the model's log-probabilities of the new tokens (EOS included)
     stats: dict
+    token_logprobs: list[list[float]] = dataclasses.field(default_factory=list)  # per new token (EOS included)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,7 +152,7 @@ def prefill(graphdef, params, tokens_BxP, lengths_B, budget_B, key, *, capacity:
     zeros = jnp.zeros((B,), jnp.int32)
     return DecodeState(cache=cache, logits_BxV=logits[:, 0], history_BxT=history, length_B=lengths_B,
                        prompt_length_B=lengths_B, budget_B=budget_B, new_B=zeros, done_B=budget_B <= 0,
-                       eos_B=jnp.zeros((B,), bool), logprob_B=jnp.zeros((B,), jnp.float32),
+                       eos_B=jnp.zeros((B,), bool), logprob_BxT=jnp.zeros((B, history_len), jnp.float32),
                        step=jnp.zeros((), jnp.int32), key=key)
 
 
@@ -191,6 +192,7 @@ def _step(model, layers, state: DecodeState, sampling, eos_id, vocab_limit, stre
         jax.experimental.io_callback(stream, None, token_B, active_B, ordered=True)
     write_at = jnp.where(active_B, state.length_B, state.history_BxT.shape[1])
     history = state.history_BxT.at[rows, write_at].set(token_B, mode="drop")
+    logprob_BxT = state.logprob_BxT.at[rows, write_at].set(logprob_B, mode="drop")
     new_B = state.new_B + active_B
     hit_eos = active_B & (token_B == eos_id) if eos_id is not None else jnp.zeros_like(active_B)
     logits, cache = model.extend(token_B[:, None], state.length_B[:, None], state.cache, valid_BxT=active_B[:, None],
@@ -198,7 +200,7 @@ def _step(model, layers, state: DecodeState, sampling, eos_id, vocab_limit, stre
     return dataclasses.replace(
         state, cache=cache, logits_BxV=logits[:, 0], history_BxT=history, length_B=state.length_B + active_B,
         new_B=new_B, done_B=state.done_B | hit_eos | (new_B >= state.budget_B), eos_B=state.eos_B | hit_eos,
-        logprob_B=state.logprob_B + jnp.where(active_B, logprob_B, 0.0), step=state.step + 1)
+        logprob_BxT=logprob_BxT, step=state.step + 1)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "sampling", "eos_id", "vocab_limit", "stream"),
@@ -250,17 +252,19 @@ def start(model, prompt_ids, *, max_new_tokens: int, seed: int = 0, context_len:
 
 
 def finish(state: DecodeState, max_new_tokens: int, eos_id: int | None) -> GenerationOutput:
+    """Host-side results: each row's new tokens (EOS dropped), finish reason and log-probabilities."""
     history, prompt_len = np.asarray(state.history_BxT), np.asarray(state.prompt_length_B)
+    logprob = np.asarray(state.logprob_BxT)
     new, eos, budget = np.asarray(state.new_B), np.asarray(state.eos_B), np.asarray(state.budget_B)
-    tokens, reasons = [], []
+    tokens, reasons, token_logprobs = [], [], []
     for b in range(history.shape[0]):
-        ids = history[b, prompt_len[b] : prompt_len[b] + new[b]].tolist()
-        if eos[b]:
-            ids = ids[:-1]
-        tokens.append(ids)
+        span = slice(prompt_len[b], prompt_len[b] + new[b])
+        ids = history[b, span].tolist()
+        token_logprobs.append(logprob[b, span].tolist())
+        tokens.append(ids[:-1] if eos[b] else ids)
         reasons.append("eos" if eos[b] else ("length" if budget[b] >= max_new_tokens else "context"))
-    return GenerationOutput(tokens=tokens, finish_reasons=reasons, logprobs=np.asarray(state.logprob_B).tolist(),
-                            stats={})
+    return GenerationOutput(tokens=tokens, finish_reasons=reasons, logprobs=[float(sum(t)) for t in token_logprobs],
+                            stats={}, token_logprobs=token_logprobs)
 
 
 def generate_tokens(model, prompt_ids: Sequence[Sequence[int]], *, max_new_tokens: int,

@@ -183,9 +183,9 @@ class Attention(nnx.Module):
         """y [B, L, D] from projected q and the given keys/values under an explicit mask. For
         incremental decoding (lmx.nn.kv_cache), `cached_kv` = (k, v) of the cache, in its
         kv-head-major layout [B, K, C, H], precede the given keys on the key axis (mask, bias and
-        k_positions cover both)."""
+        k_positions cover both; k and v may be None when the cache already holds the new tokens)."""
         kv_major = lambda a: a.transpose(0, 2, 1, 3)
-        parts = [(kv_major(k_BxSxKxH), kv_major(v_BxSxKxH))]
+        parts = [] if k_BxSxKxH is None else [(kv_major(k_BxSxKxH), kv_major(v_BxSxKxH))]
         if cached_kv is not None:
             parts = [cached_kv, *parts]
         if self.kind == "linear":

@@ -23,6 +23,7 @@ from flax import nnx
 
 from lmx.config import ModelConfig
 from lmx.nn.attention import Attention
+from lmx.nn.kv_cache import write_kv
 from lmx.nn.mlp import MLP
 from lmx.nn.norms import NORMS
 from lmx.nn.params import constant_param
@@ -49,6 +50,7 @@ class LayerInputs:
     k_positions: jax.Array | None = None
     slots: jax.Array | None = None
     fresh: bool = False
+    write_first: bool = False  # write the new k/v into the layer's own cache, then attend to the cache alone
 
 
 def deepnorm_constants(arch: str, n_encoder: int, n_decoder: int, part: str) -> tuple[float, float]:
@@ -146,7 +148,8 @@ class Block(nnx.Module):
     def extend(self, x_BxTxD: jax.Array, inputs: LayerInputs, cache: dict) -> tuple[jax.Array, dict]:
         """Incremental forward over T new tokens given this layer's decoding cache (read only).
         Returns the output and the layer's updates: "k", "v" [B, T, K, H] of the new tokens (the
-        caller writes them at `inputs.slots`; caches are [B, K, C, H]), a new SSMCache, and, when `fresh`, the cross-attention
+        caller writes them at `inputs.slots`; caches are [B, K, C, H]), or with `inputs.write_first`
+        the layer's whole k/v caches with them written, a new SSMCache, and, when `fresh`, the cross-attention
         keys/values of the encoder states (lmx.nn.kv_cache.apply_updates)."""
         updates = {}
         norm = lambda name: getattr(self, name, None)
@@ -154,10 +157,15 @@ class Block(nnx.Module):
         def attention(h):
             attn = self.attn
             q = attn.project_queries(h, inputs.positions)
-            updates["k"], updates["v"] = attn.project_keys_values(h, inputs.positions)
+            k, v = attn.project_keys_values(h, inputs.positions)
+            if inputs.write_first:  # per-layer buffers: update in place, then read only the cache
+                updates["k"], updates["v"] = (write_kv(cache[n], a, inputs.slots) for n, a in (("k", k), ("v", v)))
+                return attn.attend(q, None, None, mask=inputs.mask, bias=inputs.bias, q_positions=inputs.positions,
+                                   k_positions=inputs.k_positions, cached_kv=(updates["k"], updates["v"]))
+            updates["k"], updates["v"] = k, v
             cached = None if inputs.fresh else (cache["k"], cache["v"])
-            return attn.attend(q, updates["k"], updates["v"], mask=inputs.mask, bias=inputs.bias,
-                               q_positions=inputs.positions, k_positions=inputs.k_positions, cached_kv=cached)
+            return attn.attend(q, k, v, mask=inputs.mask, bias=inputs.bias, q_positions=inputs.positions,
+                               k_positions=inputs.k_positions, cached_kv=cached)
 
         def ssm(h):
             if inputs.fresh:

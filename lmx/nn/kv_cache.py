@@ -131,18 +131,26 @@ def write_slots(cache_BxCx___, new_BxTx___, slots_BxT):
     return cache_BxCx___.at[rows_Bx1, slots_BxT].set(new_BxTx___.astype(cache_BxCx___.dtype), mode="drop")
 
 
-def _apply_layer_updates(caches: dict, updates: dict, index, slots_BxT) -> dict:
+def write_kv(cache_BxKxCxH, new_BxTxKxH, slots_BxT):
+    """A layer's key or value cache with the new tokens written at their slots (capacity: dropped)."""
+    B, _, K, _ = new_BxTxKxH.shape
+    rows, heads = jnp.arange(B)[:, None, None], jnp.arange(K)[None, :, None]
+    new_BxKxTxH = new_BxTxKxH.transpose(0, 2, 1, 3).astype(cache_BxKxCxH.dtype)
+    return cache_BxKxCxH.at[rows, heads, slots_BxT[:, None, :]].set(new_BxKxTxH, mode="drop")
+
+
+def _apply_layer_updates(caches: dict, updates: dict, index, slots_BxT, written: bool = False) -> dict:
     """Write a layer's updates into its caches; `index` selects the layer of stacked caches (None:
     the caches are that layer's own buffers)."""
     put = (lambda a, v: a.at[index].set(v.astype(a.dtype))) if index is not None else (lambda a, v: v.astype(a.dtype))
     out = dict(caches)
     for name, value in updates.items():
-        if name in ("k", "v"):  # the new tokens' keys/values [B, T, K, H], written in place at their slots
+        if name in ("k", "v") and not written:  # the new tokens' [B, T, K, H], written in place at their slots
             B, _, K, _ = value.shape
             rows, heads = jnp.arange(B)[:, None, None], jnp.arange(K)[None, :, None]
             new_BxKxTxH = value.transpose(0, 2, 1, 3).astype(caches[name].dtype)
             if index is None:
-                out[name] = caches[name].at[rows, heads, slots_BxT[:, None, :]].set(new_BxKxTxH, mode="drop")
+                out[name] = write_kv(caches[name], value, slots_BxT)
             else:
                 out[name] = caches[name].at[index, rows, heads, slots_BxT[:, None, :]].set(new_BxKxTxH, mode="drop")
         else:  # whole entries: an SSM state, or the cross-attention keys/values at prefill
@@ -150,11 +158,12 @@ def _apply_layer_updates(caches: dict, updates: dict, index, slots_BxT) -> dict:
     return out
 
 
-def apply_updates(layer_caches, updates, index, slots_BxT):
-    """Write one layer group's updates (Block.extend / LayerGroup.extend) into its caches."""
+def apply_updates(layer_caches, updates, index, slots_BxT, written: bool = False):
+    """Write one layer group's updates (Block.extend / LayerGroup.extend) into its caches (`written`:
+    the layer already wrote its k/v caches, which replace the old ones)."""
     if isinstance(layer_caches, tuple):
-        return tuple(_apply_layer_updates(c, u, index, slots_BxT) for c, u in zip(layer_caches, updates))
-    return _apply_layer_updates(layer_caches, updates, index, slots_BxT)
+        return tuple(_apply_layer_updates(c, u, index, slots_BxT, written) for c, u in zip(layer_caches, updates))
+    return _apply_layer_updates(layer_caches, updates, index, slots_BxT, written)
 
 
 def unstack_layers(stack) -> list:
@@ -180,7 +189,7 @@ def run_stack_extend(config: ModelConfig, stack, x_BxTxD, inputs, layer_caches, 
         new_caches = []
         for layer, layer_cache in zip(layers, layer_caches):
             x_BxTxD, updates = layer.extend(x_BxTxD, inputs, layer_cache)
-            new_caches.append(apply_updates(layer_cache, updates, None, inputs.slots))
+            new_caches.append(apply_updates(layer_cache, updates, None, inputs.slots, inputs.write_first))
         return x_BxTxD, new_caches
 
     graphdef, state = nnx.split(stack)

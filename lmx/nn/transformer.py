@@ -152,17 +152,27 @@ def _causal_mask(config: ModelConfig, q_positions_BxL, k_positions_BxS=None):
     return mask_lib.causal(q_positions_BxL, k_positions_BxS), "causal"
 
 
-def _extend_inputs(cache: DecodeCache, positions_BxT, valid_BxT, fresh: bool, mask_fn, bias_fn, **extra):
+def _extend_inputs(cache: DecodeCache, positions_BxT, valid_BxT, fresh: bool, mask_fn, bias_fn, ring_possible: bool,
+                   **extra):
     """LayerInputs of an incremental step: the keys are the cache (unless `fresh`) plus the new tokens."""
     if valid_BxT is None:
         valid_BxT = jnp.ones(positions_BxT.shape, bool)
     slots_BxT, new_keys_BxT = write_plan(positions_BxT, valid_BxT, cache.capacity)
-    k_positions = new_keys_BxT if fresh else jnp.concatenate([cache.positions_BxC, new_keys_BxT], axis=1)
+    positions_after = updated_positions(cache, positions_BxT, slots_BxT)
+    # per-layer caches are written before attending (in place, nothing copied), unless a sliding-window
+    # ring could overwrite, within this call, keys that earlier new tokens still attend to
+    write_first = cache.per_layer and not fresh and (positions_BxT.shape[1] == 1 or not ring_possible)
+    if fresh:
+        k_positions = new_keys_BxT
+    elif write_first:
+        k_positions = positions_after
+    else:
+        k_positions = jnp.concatenate([cache.positions_BxC, new_keys_BxT], axis=1)
     mask = mask_lib.combine(mask_fn(positions_BxT, k_positions), mask_lib.padding(k_positions >= 0))
     bias = bias_fn(positions_BxT, k_positions) if bias_fn is not None else None
     inputs = LayerInputs(positions=positions_BxT, mask=mask, bias=bias, mask_kind="dynamic", valid=valid_BxT,
-                         k_positions=k_positions, slots=slots_BxT, fresh=fresh, **extra)
-    return inputs, updated_positions(cache, positions_BxT, slots_BxT)
+                         k_positions=k_positions, slots=slots_BxT, fresh=fresh, write_first=write_first, **extra)
+    return inputs, positions_after
 
 
 def _gather_rows(h_BxTxD, index_B):
@@ -241,7 +251,8 @@ class Transformer(_Embedding):
             mask_fn = lambda q, k: mask_lib.prefix_lm(q, k, prefix_len_B)
         else:
             mask_fn = lambda q, k: _causal_mask(config, q, k)[0]
-        inputs, positions_BxC = _extend_inputs(cache, positions_BxT, valid_BxT, fresh, mask_fn, self.position_bias)
+        inputs, positions_BxC = _extend_inputs(cache, positions_BxT, valid_BxT, fresh, mask_fn, self.position_bias,
+                                               config.attention_pattern == "sliding_window")
         x = self._embed_tokens(tokens_BxT, positions_BxT)
         x, new_layers = run_stack_extend(config, self.blocks, x, inputs, cache.layers, layers)
         x = _gather_rows(x, logits_at_B)
@@ -307,7 +318,7 @@ class EncoderDecoder(_Embedding):
             raise ValueError("the first (fresh) extend of an encoder-decoder needs encoder_states_BxSxD")
         context_mask = mask_lib.padding(cache.context_valid_BxS)
         inputs, positions_BxC = _extend_inputs(cache, positions_BxT, valid_BxT, fresh, mask_lib.causal,
-                                               self.decoder_bias, context=encoder_states_BxSxD,
+                                               self.decoder_bias, False, context=encoder_states_BxSxD,
                                                context_mask=context_mask)
         x = self._embed_tokens(tokens_BxT, positions_BxT)
         x, new_layers = run_stack_extend(config, self.decoder, x, inputs, cache.layers, layers)

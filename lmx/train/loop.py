@@ -25,7 +25,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 import lmx
 from lmx.config import Config
 from lmx.data import prepare_data
-from lmx.decode import greedy_generate
+from lmx.decode import generate as generate_text
 from lmx.errors import CheckpointError, ConfigError, NonFiniteError
 from lmx.eval import evaluate
 from lmx.nn import build_model as build_architecture
@@ -236,9 +236,10 @@ def train(
     if (loop.status == "completed" and config.model.arch == "decoder" and config.eval.sample_prompts
             and config.eval.sample_tokens):
         model = nnx.merge(trainer.graphdef, state["params"])
-        continuations = greedy_generate(model, data.tokenizer, list(config.eval.sample_prompts),
-                                        config.eval.sample_tokens, config.data.seq_len)
-        samples = [{"prompt": p, "completion": c} for p, c in zip(config.eval.sample_prompts, continuations)]
+        completions = generate_text(model, data.tokenizer, list(config.eval.sample_prompts),
+                                    max_new_tokens=config.eval.sample_tokens, context_len=config.data.seq_len,
+                                    temperature=0.0)
+        samples = [{"prompt": c.prompt, "completion": c.text} for c in completions]
     summary = _summary(config, data, loop, eval_result, samples, run_dir, start_step if resume else None,
                        time.monotonic() - wall_start)
     if jax.process_index() == 0:

@@ -64,6 +64,8 @@ def _prompts(args) -> list[str]:
 
 def _options(args) -> dict:
     options = {dest: getattr(args, dest) for dest in SAMPLING_FLAGS if getattr(args, dest) is not None}
+    if options.get("top_k", 1) < 1:
+        raise ConfigError(f"--top-k must be >= 1, got {options['top_k']} (leave it out to keep every token)")
     if args.greedy:
         if options.get("temperature", 0.0) != 0.0:
             raise ConfigError("--greedy and --temperature contradict each other; give one")
@@ -73,12 +75,16 @@ def _options(args) -> dict:
 
 def _cmd_generate(args) -> int:
     from lmx.api import load
-    from lmx.decode import best_of_n, generate
+    from lmx.decode import SamplingConfig, best_of_n, generate
+    from lmx.decode.stopping import validate_stops
 
     prompts = _prompts(args)
     if args.best_of is not None and (args.best_of < 1 or args.beams != 1 or args.num_samples != 1):
         raise ConfigError("--best-of N needs N >= 1 and no --beams or --num-samples")
     options = _options(args)
+    if args.beams == 1:
+        SamplingConfig(**options)  # bad values fail here, before anything is loaded or printed
+    validate_stops(args.stop)
     run = load(args.run, args.step, force_tokenizer=args.force_tokenizer)
     common = dict(max_new_tokens=args.max_new_tokens, seed=args.seed, stop=args.stop, context_len=args.context_len,
                   truncate=args.truncate_prompt)
@@ -95,10 +101,16 @@ def _cmd_generate(args) -> int:
     stream = (len(prompts) == 1 and args.num_samples == 1 and args.beams == 1 and not args.json
               and not args.draft_run)
     if stream:
-        sys.stdout.write(prompts[0])
-        sys.stdout.flush()
-        on_text = lambda row, text: (sys.stdout.write(text), sys.stdout.flush())
+        shown = []  # the prompt is printed with the first text, so an error leaves stdout empty
+
+        def on_text(row, text):
+            sys.stdout.write(("" if shown else prompts[0]) + text)
+            sys.stdout.flush()
+            shown.append(True)
+
         completion = generate(run.model, run.tokenizer, prompts, on_text=on_text, **common, **options)[0]
+        if not shown:
+            sys.stdout.write(prompts[0] + completion.text)
         sys.stdout.write(f"\n[{completion.finish_reason}, {len(completion.tokens)} tokens, "
                          f"mean logprob {completion.mean_logprob:.3f}]\n")
         return 0

@@ -22,7 +22,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lmx.decode.generate import context_length, decode_layers, extend_kwargs, mask_vocab, pack_prompts, prefill
+from lmx.decode.generate import (
+    context_length,
+    decode_layers,
+    extend_kwargs,
+    mask_vocab,
+    pack_prompts,
+    prefill,
+)
 from lmx.decode.logits import log_softmax_safe
 from lmx.errors import ConfigError
 from lmx.nn import kv_cache

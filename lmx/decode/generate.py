@@ -107,6 +107,8 @@ def pack_prompts(prompt_ids: Sequence[Sequence[int]], *, context_len: int, pad_i
     if not prompt_ids:
         raise ConfigError("prompts: at least one prompt is needed")
     room = context_len - reserve
+    if room < 1:
+        raise ConfigError(f"context_len={context_len} leaves no room for a prompt and a new token")
     rows = []
     for i, ids in enumerate(prompt_ids):
         ids = [int(t) for t in ids]

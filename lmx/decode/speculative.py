@@ -39,6 +39,7 @@ class SpecState:
     target: DecodeCache
     draft: DecodeCache
     history: jax.Array  # [B, T] prompt then new tokens
+    logprob: jax.Array  # [B, T] log p_target (raw, before warping) of each new token
     length: jax.Array  # [B] committed tokens (the last one is not in the caches yet)
     prompt_length: jax.Array
     done: jax.Array
@@ -82,7 +83,7 @@ def _round(target, draft, layers, s: SpecState, *, gamma, sampling, eos_id, budg
     tokens = jnp.concatenate([last[:, None], d_BxG], axis=1)  # [B, g+1]
     positions = s.length[:, None] - 1 + jnp.arange(gamma + 1)
     p_logits, target_cache = target.extend(tokens, positions, s.target, layers=layers[0])
-    p_BxG1xV = jax.vmap(lambda l: _probs(l, sampling, vocab_limit), in_axes=1, out_axes=1)(p_logits)
+    p_BxG1xV = jax.vmap(lambda logits: _probs(logits, sampling, vocab_limit), in_axes=1, out_axes=1)(p_logits)
     # acceptance
     p_d = jnp.take_along_axis(p_BxG1xV[:, :gamma], d_BxG[..., None], axis=2)[..., 0]
     q_d = jnp.take_along_axis(q_BxGxV, d_BxG[..., None], axis=2)[..., 0]
@@ -113,10 +114,14 @@ def _round(target, draft, layers, s: SpecState, *, gamma, sampling, eos_id, budg
     n_keep = keep.sum(1)
     write_at = jnp.where(keep, s.length[:, None] + index, s.history.shape[1])
     history = s.history.at[rows[:, None], write_at].set(new, mode="drop")
+    raw_logp = jax.nn.log_softmax(mask_vocab(p_logits, vocab_limit), axis=-1)  # [B, g+1, V]: token j's distribution
+    new_logp = jnp.take_along_axis(raw_logp, new[..., None], axis=2)[..., 0]
+    logprob = s.logprob.at[rows[:, None], write_at].set(new_logp, mode="drop")
     length = s.length + n_keep
     forget = lambda c: kv_cache.forget_after(c, length - 2)  # caches hold everything but the newest token
     done = s.done | hit_eos | (length - s.prompt_length >= budget)
-    return SpecState(target=forget(target_cache), draft=forget(draft_cache), history=history, length=length,
+    return SpecState(target=forget(target_cache), draft=forget(draft_cache), history=history, logprob=logprob,
+                     length=length,
                      prompt_length=s.prompt_length, done=done, eos=s.eos | hit_eos,
                      proposed=s.proposed + jnp.where(active, gamma, 0),
                      accepted=s.accepted + jnp.where(active, jnp.minimum(n_ok, n_keep), 0),
@@ -143,7 +148,8 @@ def _speculate(target_def, target_params, draft_def, draft_params, tokens_BxP, l
     zeros = jnp.zeros((B,), jnp.int32)
     layers = (decode_layers(target), decode_layers(draft))
     state = SpecState(target=_prefill(target, layers[0], tokens_BxP, lengths_B, capacity),
-                      draft=_prefill(draft, layers[1], tokens_BxP, lengths_B, capacity), history=history, length=lengths_B,
+                      draft=_prefill(draft, layers[1], tokens_BxP, lengths_B, capacity), history=history,
+                      logprob=jnp.zeros((B, history_len), jnp.float32), length=lengths_B,
                       prompt_length=lengths_B, done=jnp.zeros((B,), bool), eos=jnp.zeros((B,), bool),
                       proposed=zeros, accepted=zeros, rounds=jnp.zeros((), jnp.int32), key=key)
     step = functools.partial(_round, target, draft, layers, gamma=gamma, sampling=sampling, eos_id=eos_id, budget=budget,
@@ -189,13 +195,15 @@ def speculative_generate(target, draft, prompt_ids, *, max_new_tokens: int, gamm
                    eos_id=eos_id, budget=budget, vocab_limit=vocab_limit, capacity=total + gamma + 1,
                    history_len=total + gamma + 1)
     history, length, prompt_length = np.asarray(s.history), np.asarray(s.length), np.asarray(s.prompt_length)
-    eos = np.asarray(s.eos)
-    tokens, reasons = [], []
+    eos, logprob = np.asarray(s.eos), np.asarray(s.logprob)
+    tokens, reasons, token_logprobs = [], [], []
     for b in range(history.shape[0]):
         ids = history[b, prompt_length[b] : length[b]].tolist()
+        token_logprobs.append(logprob[b, prompt_length[b] : length[b]].tolist())
         tokens.append(ids[:-1] if eos[b] else ids)
         reasons.append("eos" if eos[b] else ("length" if budget >= max_new_tokens else "context"))
     proposed = int(np.asarray(s.proposed).sum())
     stats = {"seconds": time.perf_counter() - t0, "rounds": int(s.rounds), "proposed": proposed,
              "acceptance_rate": int(np.asarray(s.accepted).sum()) / max(proposed, 1)}
-    return GenerationOutput(tokens=tokens, finish_reasons=reasons, logprobs=[float("nan")] * len(tokens), stats=stats)
+    return GenerationOutput(tokens=tokens, finish_reasons=reasons, logprobs=[float(sum(t)) for t in token_logprobs],
+                            stats=stats, token_logprobs=token_logprobs)

@@ -74,7 +74,7 @@ def _tokens_through_stop(tokenizer, tokens: list[int], stops) -> list[int]:
     return tokens
 
 
-def _completions(tokenizer, prompt_texts, out: gen.GenerationOutput, stops, eos_id) -> list[Completion]:
+def _completions(tokenizer, prompt_texts, out: gen.GenerationOutput, stops) -> list[Completion]:
     result = []
     for row, (tokens, reason) in enumerate(zip(out.tokens, out.finish_reasons)):
         text = tokenizer.decode(tokens)
@@ -132,7 +132,7 @@ def generate(model, tokenizer, prompts: str | Sequence[str], *, max_new_tokens: 
         out = speculative_generate(model, draft, ids, max_new_tokens=max_new_tokens, gamma=draft_tokens,
                                    sampling=sampling, eos_id=tokenizer.eos_id, seed=seed, context_len=context_len,
                                    truncate=truncate, pad_id=tokenizer.pad_id, vocab_limit=vocab_limit)
-        completions = _completions(tokenizer, rows_text, out, stops, tokenizer.eos_id)
+        completions = _completions(tokenizer, rows_text, out, stops)
         if on_text is not None:
             for row, c in enumerate(completions):
                 on_text(row, c.text)
@@ -158,8 +158,7 @@ def generate(model, tokenizer, prompts: str | Sequence[str], *, max_new_tokens: 
     jax.block_until_ready(state.new_B)
     if streamer is not None:
         streamer.flush()
-    return _completions(tokenizer, rows_text, gen.finish(state, max_new_tokens, tokenizer.eos_id), stops,
-                        tokenizer.eos_id)
+    return _completions(tokenizer, rows_text, gen.finish(state, max_new_tokens, tokenizer.eos_id), stops)
 
 
 def check_same_tokenizer(tokenizer, draft_tokenizer) -> None:

@@ -124,7 +124,7 @@ def _round(target, draft, layers, s: SpecState, *, gamma, sampling, eos_id, budg
                      length=length,
                      prompt_length=s.prompt_length, done=done, eos=s.eos | hit_eos,
                      proposed=s.proposed + jnp.where(active, gamma, 0),
-                     accepted=s.accepted + jnp.where(active, jnp.minimum(n_ok, n_keep), 0),
+                     accepted=s.accepted + jnp.where(active, n_ok, 0),
                      rounds=s.rounds + 1, key=s.key)
 
 

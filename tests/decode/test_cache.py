@@ -237,3 +237,93 @@ def test_forget_after_on_hybrid_ssm():
     for b in range(B):
         start = int(PROMPT[b]) + CHUNK + STEPS - FORGET
         _close(out["forget"][b], out["ref_alt"][b, start : start + CHUNK], f"row {b}")
+
+
+# per-layer caches: `init_cache(..., per_layer=True)` with `layers=kv_cache.unstack_layers(model.blocks)`,
+# the layout of the unrolled decode loop (each layer updates its own buffers in place)
+
+PER_LAYER_CASES = {
+    "rope": dict(),
+    "alibi": dict(position="alibi"),
+    "sliding_window_ring": dict(attention_pattern="sliding_window", window=3),
+    "hybrid_AM": dict(layer_pattern="AM"),
+}
+
+
+@functools.cache
+def _decode_per_layer(name: str):
+    """(full-forward logits, prefill, chunk of 3 non-fresh tokens, single steps) with per-layer caches."""
+    config = tiny_config(**PER_LAYER_CASES[name])
+    model = build_model(config, rngs=nnx.Rngs(0))
+    capacity = kv_cache.cache_capacity(config, SEQ)
+    graphdef, state = nnx.split(model)
+    seq, _, _, _ = _data()
+
+    @jax.jit
+    def forward(state, tokens_BxL):
+        return nnx.merge(graphdef, state)(tokens_BxL)
+
+    @jax.jit
+    def prefill(state, tokens_BxT, valid_BxT):
+        model = nnx.merge(graphdef, state)
+        positions = jnp.broadcast_to(jnp.arange(tokens_BxT.shape[1], dtype=jnp.int32), tokens_BxT.shape)
+        cache = kv_cache.init_cache(config, B, capacity, per_layer=True)
+        return model.extend(tokens_BxT, positions, cache, valid_BxT=valid_BxT, fresh=True,
+                            layers=kv_cache.unstack_layers(model.blocks))
+
+    @jax.jit
+    def extend(state, tokens_BxT, positions_BxT, cache):
+        model = nnx.merge(graphdef, state)
+        return model.extend(tokens_BxT, positions_BxT, cache, layers=kv_cache.unstack_layers(model.blocks))
+
+    out = {"config": config, "capacity": capacity, "ref": np.asarray(forward(state, jnp.asarray(seq)))}
+    valid = np.arange(P_MAX) < PROMPT[:, None]
+    logits, cache = prefill(state, jnp.asarray(np.where(valid, seq[:, :P_MAX], 0)), jnp.asarray(valid))
+    assert cache.per_layer and isinstance(cache.layers, list)
+    assert len(cache.layers) == config.n_layers // len(config.layer_pattern)
+    out["prefill"] = np.asarray(logits)
+    chunk_pos = PROMPT[:, None] + np.arange(CHUNK, dtype=np.int32)
+    logits, cache = extend(state, jnp.asarray(_rows_take(seq, chunk_pos)), jnp.asarray(chunk_pos), cache)
+    out["chunk"] = np.asarray(logits)
+    steps = []
+    for s in range(STEPS + 1):
+        pos = PROMPT[:, None] + CHUNK + s
+        logits, cache = extend(state, jnp.asarray(_rows_take(seq, pos)), jnp.asarray(pos), cache)
+        steps.append(np.asarray(logits[:, 0]))
+    out["steps"] = np.stack(steps, axis=1)
+    return out
+
+
+@pytest.mark.parametrize("name", list(PER_LAYER_CASES))
+def test_per_layer_cache_matches_full_forward(name):
+    out = _decode_per_layer(name)
+    if name == "sliding_window_ring":
+        assert out["capacity"] == 3  # a ring buffer that the 13 tokens wrap several times
+    ref = out["ref"]
+    assert np.abs(ref).max() > 1e-3
+    for b in range(B):
+        p = int(PROMPT[b])
+        _close(out["prefill"][b, :p], ref[b, :p], f"{name} per-layer: prefill, row {b}")
+        _close(out["chunk"][b], ref[b, p : p + CHUNK], f"{name} per-layer: non-fresh extend of 3, row {b}")
+        for s in range(STEPS + 1):
+            if p + CHUNK + s < SEQ:
+                _close(out["steps"][b, s], ref[b, p + CHUNK + s], f"{name} per-layer: step {s}, row {b}")
+
+
+@pytest.mark.parametrize("name, T, write_first", [
+    ("rope", 3, True),  # written into the cache before attending
+    ("rope", 1, True),
+    ("sliding_window_ring", 1, True),
+    ("sliding_window_ring", 3, False),  # the ring could overwrite keys the new tokens still need: two parts
+])
+def test_per_layer_extend_path(name, T, write_first):
+    """The cases above exercise the path they are meant to (lmx.nn.transformer._extend_inputs)."""
+    from lmx.nn import masks as mask_lib
+    from lmx.nn.transformer import _extend_inputs
+
+    config = tiny_config(**PER_LAYER_CASES[name])
+    cache = kv_cache.init_cache(config, B, kv_cache.cache_capacity(config, SEQ), per_layer=True)
+    positions = jnp.asarray(PROMPT[:, None] + np.arange(T, dtype=np.int32))
+    inputs, _ = _extend_inputs(cache, positions, None, False, mask_lib.causal, None,
+                               config.attention_pattern == "sliding_window")
+    assert inputs.write_first == write_first

@@ -11,10 +11,10 @@ ids, the same for both; greedy decoding of exactly `new_tokens` tokens (no EOS s
 
     lmx   `generate_tokens(model, prompts, max_new_tokens, sampling=SamplingConfig(temperature=0),
           eos_id=None)`; prefill and decode seconds from its `stats` (timed around the compiled calls).
-    HF    prefill seconds: one `model(input_ids, use_cache=True)` forward over the prompt, timed;
-          decode seconds: `generate(do_sample=False, max_new_tokens=N, min_new_tokens=N)` time minus
-          the prefill seconds.
-    prefill tokens/s = batch * prompt_len / prefill_s;  decode tokens/s = batch * new_tokens / decode_s.
+    HF    prefill seconds: `generate(max_new_tokens=1)` (the prompt's forward and one token); decode
+          seconds: `generate(do_sample=False, max_new_tokens=N, min_new_tokens=N)` minus
+          `generate(max_new_tokens=1)`, timed in interleaved pairs, for N - 1 decode steps.
+    prefill tokens/s = batch * prompt_len / prefill_s;  decode tokens/s = batch * decode steps / decode_s.
 
 HF is also timed with 1 torch thread (`--hf-extra-threads`): on a loaded machine torch's default
 thread count can be several times slower, so ratios against the best HF thread count are recorded too.
@@ -84,7 +84,7 @@ def run_lmx(model, prompts: np.ndarray, new_tokens: int, repeats: int) -> dict:
         raise RuntimeError("lmx greedy outputs differ between repeats")
     prefill_s = min(r[0].stats["prefill_s"] for r in runs)
     decode_s = min(r[0].stats["decode_s"] for r in runs)
-    return {"tokens": tokens, "prefill_s": prefill_s, "decode_s": decode_s,
+    return {"tokens": tokens, "prefill_s": prefill_s, "decode_s": decode_s, "decode_tokens": new_tokens,
             "wall_s": min(r[1] for r in runs), "warmup_wall_s": warmup_s,
             "stats_new_tokens": runs[-1][0].stats.get("new_tokens")}
 
@@ -98,27 +98,24 @@ def run_hf(hf_model, prompts: np.ndarray, new_tokens: int, repeats: int) -> dict
                   eos_token_id=None, pad_token_id=0, use_cache=True, num_beams=1, temperature=None, top_p=None,
                   top_k=None)
 
-    def prefill() -> float:
+    def generate(n: int):
         t0 = time.perf_counter()
-        hf_model(input_ids=ids, attention_mask=mask, use_cache=True)
-        return time.perf_counter() - t0
-
-    def generate():
-        t0 = time.perf_counter()
-        out = hf_model.generate(ids, **kwargs)
+        out = hf_model.generate(ids, **dict(kwargs, max_new_tokens=n, min_new_tokens=n))
         return out, time.perf_counter() - t0
 
     with torch.inference_mode():
-        prefill()
-        generate()  # warm-up
-        prefill_s = min(prefill() for _ in range(repeats))
-        runs = [generate() for _ in range(repeats)]
-    out = runs[-1][0][:, prompts.shape[1]:]
+        generate(1)
+        generate(new_tokens)  # warm-up
+        pairs = []
+        for _ in range(repeats):  # interleaved, so a burst of load hits both timings of a pair
+            _, one_s = generate(1)
+            out, all_s = generate(new_tokens)
+            pairs.append((one_s, all_s))
+    out = out[:, prompts.shape[1]:]
     if out.shape[1] != new_tokens:
         raise RuntimeError(f"HF generated {out.shape[1]} tokens, expected {new_tokens}")
-    generate_s = min(r[1] for r in runs)
-    return {"tokens": out.tolist(), "prefill_s": prefill_s, "generate_s": generate_s,
-            "decode_s": generate_s - prefill_s}
+    return {"tokens": out.tolist(), "prefill_s": min(p[0] for p in pairs), "generate_s": min(p[1] for p in pairs),
+            "decode_s": min(p[1] - p[0] for p in pairs), "decode_tokens": new_tokens - 1}
 
 
 def agreement(a: list[list[int]], b: list[list[int]]) -> dict:
@@ -158,14 +155,14 @@ def main() -> None:
         row = {"batch": batch, "hf": {k: v for k, v in hf.items() if k != "tokens"}}
         row["hf"]["torch_threads"] = default_threads
         row["hf"]["prefill_tokens_per_s"] = batch * args.prompt_len / hf["prefill_s"]
-        row["hf"]["decode_tokens_per_s"] = batch * args.new_tokens / hf["decode_s"]
+        row["hf"]["decode_tokens_per_s"] = batch * hf["decode_tokens"] / hf["decode_s"]
         row["hf_other_threads"] = []
         for threads in sorted(set(args.hf_extra_threads) - {default_threads}):
             torch.set_num_threads(threads)
             other = run_hf(hf_model, prompts, args.new_tokens, args.repeats)
             entry = {k: v for k, v in other.items() if k != "tokens"}
             entry.update(torch_threads=threads, prefill_tokens_per_s=batch * args.prompt_len / other["prefill_s"],
-                         decode_tokens_per_s=batch * args.new_tokens / other["decode_s"],
+                         decode_tokens_per_s=batch * other["decode_tokens"] / other["decode_s"],
                          tokens_identical_to_default_threads=other["tokens"] == hf["tokens"])
             row["hf_other_threads"].append(entry)
         torch.set_num_threads(default_threads)
@@ -174,7 +171,7 @@ def main() -> None:
             ours = run_lmx(model, prompts, args.new_tokens, args.repeats)
             row["lmx"] = {k: v for k, v in ours.items() if k != "tokens"}
             row["lmx"]["prefill_tokens_per_s"] = batch * args.prompt_len / ours["prefill_s"]
-            row["lmx"]["decode_tokens_per_s"] = batch * args.new_tokens / ours["decode_s"]
+            row["lmx"]["decode_tokens_per_s"] = batch * ours["decode_tokens"] / ours["decode_s"]
             row["decode_ratio_lmx_over_hf"] = row["lmx"]["decode_tokens_per_s"] / row["hf"]["decode_tokens_per_s"]
             row["prefill_ratio_lmx_over_hf"] = row["lmx"]["prefill_tokens_per_s"] / row["hf"]["prefill_tokens_per_s"]
             row["decode_ratio_lmx_over_best_hf"] = (row["lmx"]["decode_tokens_per_s"]
@@ -193,8 +190,10 @@ def main() -> None:
         "n_params": int(sum(np.prod(v.shape) for v in jax.tree.leaves(nnx.state(model, nnx.Param)))),
         "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "repeats": args.repeats,
         "definitions": {"prefill_tokens_per_s": "batch * prompt_len / prefill_s",
-                        "decode_tokens_per_s": "batch * new_tokens / decode_s",
-                        "hf_decode_s": "generate() seconds minus one timed prefill forward (use_cache=True)",
+                        "decode_tokens_per_s": "batch * decode_tokens / decode_s",
+                        "hf_prefill_s": "generate(max_new_tokens=1) seconds: the prompt's forward and one token",
+                        "hf_decode_s": "generate(N) seconds minus generate(1) seconds, timed in interleaved pairs "
+                                       "(the best pair); decode_tokens = N - 1",
                         "lmx_s": "generate_tokens(...).stats prefill_s / decode_s"},
         "results": results, "goal_decode_ratio_min": GOAL_DECODE_RATIO,
         "machine": {"cpu_count": os.cpu_count(), "machine": platform.machine(), "processor": platform.processor(),

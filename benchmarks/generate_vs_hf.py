@@ -62,7 +62,7 @@ def _git_commit() -> str:
 
 
 def run_lmx(model, prompts: np.ndarray, new_tokens: int, repeats: int) -> dict:
-    from lmx.decode.generate import generate_tokens
+    from lmx.decode.engine import generate_tokens
     from lmx.decode.logits import SamplingConfig
 
     rows = [list(map(int, r)) for r in prompts]

@@ -6,7 +6,7 @@ See docs/decoding.md.
 """
 
 from lmx.decode.beam import Hypothesis, beam_search
-from lmx.decode.generate import GenerationOutput, generate_tokens
+from lmx.decode.engine import GenerationOutput, generate_tokens
 from lmx.decode.logits import SamplingConfig, process_logits, sample_token, warp_logits
 from lmx.decode.speculative import speculative_generate
 from lmx.decode.stopping import TextStream, cut_at_stop

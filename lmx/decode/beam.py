@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lmx.decode.generate import (
+from lmx.decode.engine import (
     context_length,
     decode_layers,
     extend_kwargs,

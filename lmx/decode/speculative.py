@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lmx.decode.generate import GenerationOutput, context_length, decode_layers, mask_vocab, pack_prompts
+from lmx.decode.engine import GenerationOutput, context_length, decode_layers, mask_vocab, pack_prompts
 from lmx.decode.logits import SamplingConfig, warp_logits
 from lmx.errors import ConfigError
 from lmx.nn import kv_cache

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lmx.decode import generate as gen
+from lmx.decode import engine as gen
 from lmx.decode.beam import beam_search
 from lmx.decode.logits import SamplingConfig
 from lmx.decode.speculative import speculative_generate

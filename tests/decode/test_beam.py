@@ -16,7 +16,7 @@ from flax import nnx
 from lmx.data.byte_tokenizer import BytesTokenizer
 from lmx.decode import text
 from lmx.decode.beam import beam_search
-from lmx.decode.generate import generate_tokens
+from lmx.decode.engine import generate_tokens
 from lmx.errors import ConfigError
 from lmx.nn.transformer import build_model
 from tests.nn.helpers import tiny_config

@@ -1,4 +1,4 @@
-"""lmx.decode.generate.generate_tokens against a reference greedy loop that runs the full model
+"""lmx.decode.engine.generate_tokens against a reference greedy loop that runs the full model
 (no cache) every step, plus batching, determinism, seeds, stopping, streaming and errors."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from lmx.decode.generate import generate_tokens
+from lmx.decode.engine import generate_tokens
 from lmx.decode.logits import SamplingConfig
 from lmx.errors import ConfigError
 from lmx.nn.transformer import build_model

@@ -15,7 +15,7 @@ from flax import nnx
 
 from lmx.data.byte_tokenizer import BytesTokenizer
 from lmx.decode import text
-from lmx.decode.generate import generate_tokens
+from lmx.decode.engine import generate_tokens
 from lmx.decode.logits import SamplingConfig, warp_logits
 from lmx.decode.speculative import speculative_generate
 from lmx.errors import ConfigError

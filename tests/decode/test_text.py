@@ -14,7 +14,7 @@ import pytest
 from flax import nnx
 
 from lmx.decode import text as text_lib
-from lmx.decode.generate import generate_tokens
+from lmx.decode.engine import generate_tokens
 from lmx.decode.logits import SamplingConfig
 from lmx.errors import ConfigError
 from lmx.nn.transformer import build_model

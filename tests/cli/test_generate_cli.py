@@ -100,7 +100,7 @@ def test_stop_cuts(cli_run, loaded, capsys):
 @pytest.mark.parametrize("args, words", [
     (["--top-p", "1.5"], ["top_p"]),
     (["--temperature", "-1"], ["temperature"]),
-    (["--top-k", "-1"], ["top_k"]),
+    (["--top-k", "-1"], ["--top-k", ">= 1"]),
     (["--beams", "2", "--temperature", "0.5"], ["beam search", "temperature"]),
     (["--greedy", "--temperature", "0.7"], ["--greedy", "--temperature"]),
 ])

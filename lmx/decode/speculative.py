@@ -163,9 +163,11 @@ def check_draft(target, draft) -> None:
         raise ConfigError(f"draft model: vocab_size {d.vocab_size} differs from the target's {t.vocab_size}; "
                           "speculative decoding needs the same tokenizer")
     for model, name in ((target, "target"), (draft, "draft")):
-        if model.config.arch != "decoder" or "M" in model.config.layer_pattern:
-            raise ConfigError(f"speculative decoding needs attention decoders; the {name} model has "
-                              f"arch={model.config.arch}, layer_pattern={model.config.layer_pattern!r}")
+        c = model.config
+        if c.arch != "decoder" or "M" in c.layer_pattern or c.attention_kind != "softmax":
+            raise ConfigError(f"speculative decoding needs softmax-attention decoders (recurrent states cannot be "
+                              f"rolled back); the {name} model has arch={c.arch}, layer_pattern={c.layer_pattern!r}, "
+                              f"attention_kind={c.attention_kind}")
 
 
 def speculative_generate(target, draft, prompt_ids, *, max_new_tokens: int, gamma: int = 4,

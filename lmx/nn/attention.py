@@ -198,6 +198,30 @@ class Attention(nnx.Module):
         cdt = self.compute_dtype
         return jnp.einsum("blnh,nhd->bld", o_BxLxNxH.astype(cdt), self.out[...].astype(cdt))
 
+    def extend_linear(self, q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, state: dict | None, valid_BxT=None):
+        """Causal linear attention of T new tokens continuing the recurrent state {"S": sum phi(k) v^T
+        [B, N, H, H], "z": sum phi(k) [B, N, H]} (None: empty); returns (y [B, T, D], S, z). Invalid
+        (padding) tokens add nothing to the state. Decoding costs O(1) per token in the context length."""
+        from lmx.nn.linear_attention import _features, causal_linear_attention
+
+        fq, fk, v = _features(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, self.feature_map, valid_BxT)
+        S_add = jnp.einsum("btnh,btnm->bnhm", fk, v)
+        z_add = fk.sum(axis=1)
+        if state is None:  # prefill: the chunked causal scan from an empty state
+            chunk = None if self.chunk_size is None else min(self.chunk_size, q_BxTxNxH.shape[1])
+            o = causal_linear_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, feature_map=self.feature_map, eps=self.eps,
+                                        k_valid_BxL=valid_BxT, chunk_size=chunk).astype(jnp.float32)
+            S, z = S_add, z_add
+        else:  # the state's contribution plus a causal quadratic form over the T new tokens
+            T = q_BxTxNxH.shape[1]
+            w_BxNxTxT = jnp.einsum("btnh,bsnh->bnts", fq, fk) * jnp.tril(jnp.ones((T, T), jnp.float32))
+            num = jnp.einsum("btnh,bnhm->btnm", fq, state["S"]) + jnp.einsum("bnts,bsnm->btnm", w_BxNxTxT, v)
+            den = jnp.einsum("btnh,bnh->btn", fq, state["z"]) + jnp.einsum("bnts->btn", w_BxNxTxT)
+            o = num / (den[..., None] + self.eps)
+            S, z = state["S"] + S_add, state["z"] + z_add
+        y = jnp.einsum("blnh,nhd->bld", o.astype(self.compute_dtype), self.out[...].astype(self.compute_dtype))
+        return y, S, z
+
     def _linear(self, q, k, v, causal: bool, segment_ids, valid):
         """Linear attention; `valid` drops padding keys, `segment_ids` restart the causal state."""
         from lmx.nn import linear_attention

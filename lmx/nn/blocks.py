@@ -158,6 +158,10 @@ class Block(nnx.Module):
             attn = self.attn
             q = attn.project_queries(h, inputs.positions)
             k, v = attn.project_keys_values(h, inputs.positions)
+            if attn.kind == "linear":
+                y, updates["S"], updates["z"] = attn.extend_linear(q, k, v, None if inputs.fresh else cache,
+                                                                   inputs.valid)
+                return y
             if inputs.write_first:  # per-layer buffers: update in place, then read only the cache
                 updates["k"], updates["v"] = (write_kv(cache[n], a, inputs.slots) for n, a in (("k", k), ("v", v)))
                 return attn.attend(q, None, None, mask=inputs.mask, bias=inputs.bias, q_positions=inputs.positions,

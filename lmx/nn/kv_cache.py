@@ -17,6 +17,7 @@ array; per-layer entries are stacked on a leading `layers` axis, like the parame
     attention layer   {"k": [B, K, C, H], "v": [B, K, C, H]}    (K = n_kv_heads: GQA caches K heads;
                                                                 kv-head-major, the layout of the q.k
                                                                 and p.v products, so no transposes)
+    linear attention  {"S": [B, N, H, H], "z": [B, N, H]}       running sums of phi(k) v^T and phi(k)
     + cross-attention {"cross_k": [B, K, S, H], "cross_v": ...}  encoder states, projected once
     SSM layer         {"ssm": SSMCache}                          O(1) state (lmx.nn.ssm)
     layer group       a tuple of the above, one per entry of `model.layer_pattern`
@@ -67,6 +68,9 @@ def _layer_cache(config: ModelConfig, layer_type: str, batch: int, capacity: int
         inner = config.ssm_expand * config.d_model
         return {"ssm": SSMCache(conv_BxKm1xE=jnp.zeros((batch, config.ssm_conv - 1, inner), jnp.float32),
                                 ssm_BxExN=jnp.zeros((batch, inner, config.ssm_state), jnp.float32))}
+    if config.attention_kind == "linear":  # the recurrent state of linear attention: O(1) per token
+        N, H = config.n_heads, config.resolved_head_dim
+        return {"S": jnp.zeros((batch, N, H, H), jnp.float32), "z": jnp.zeros((batch, N, H), jnp.float32)}
     kv_shape = (batch, config.n_kv_heads, capacity, config.resolved_head_dim)
     entry = {"k": jnp.zeros(kv_shape, dtype), "v": jnp.zeros(kv_shape, dtype)}
     if cross:
@@ -111,8 +115,24 @@ def updated_positions(cache: DecodeCache, positions_BxT, slots_BxT) -> jax.Array
     return write_slots(cache.positions_BxC, positions_BxT.astype(jnp.int32), slots_BxT)
 
 
+def _recurrent_entries(layers) -> set:
+    entries = layers if isinstance(layers, (list, tuple)) else [layers]
+    found = set()
+    for entry in entries:
+        if isinstance(entry, (list, tuple)):
+            found |= _recurrent_entries(entry)
+        else:
+            found |= {name for name in ("ssm", "S") if name in entry}
+    return found
+
+
 def forget_after(cache: DecodeCache, last_position_B: jax.Array) -> DecodeCache:
-    """Drop every cached token whose position is beyond `last_position_B` (rejected draft tokens)."""
+    """Drop every cached token whose position is beyond `last_position_B` (rejected draft tokens).
+    Recurrent states (SSM layers, linear attention) have already absorbed those tokens and cannot be
+    rewound: a ValueError. With a ring buffer, the forgotten tokens' slots no longer hold the older
+    keys they replaced: use a cache with `cache_capacity(..., ring=False)` when rolling back."""
+    if _recurrent_entries(cache.layers):
+        raise ValueError("forget_after cannot rewind recurrent states (SSM layers, linear attention)")
     positions = jnp.where(cache.positions_BxC > last_position_B[:, None], -1, cache.positions_BxC)
     return dataclasses.replace(cache, positions_BxC=positions)
 

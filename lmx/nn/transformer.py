@@ -78,6 +78,16 @@ class _Embedding(nnx.Module):
             x = x + self.positions(positions_BxL)
         return constrain(x.astype(cdt), ACTIVATION_NAMES)
 
+    def _extend_stack(self, stack, norm, tokens_BxT, positions_BxT, inputs, cache: DecodeCache, positions_BxC,
+                      logits_at_B, layers):
+        """The shared tail of `extend`: embed, run the stack over its caches, (gather,) norm, logits."""
+        x = self._embed_tokens(tokens_BxT, positions_BxT)
+        x, new_layers = run_stack_extend(self.config, stack, x, inputs, cache.layers, layers)
+        x = _gather_rows(x, logits_at_B)
+        if norm is not None:
+            x = norm(x)
+        return self._logits(x), dataclasses.replace(cache, positions_BxC=positions_BxC, layers=new_layers)
+
     def _logits(self, x_BxLxD):
         cdt = dtype_of(self.config.compute_dtype)
         w_DxV = self.embed[...].astype(cdt).T if self.config.tie_embeddings else self.unembed[...].astype(cdt)
@@ -253,12 +263,8 @@ class Transformer(_Embedding):
             mask_fn = lambda q, k: _causal_mask(config, q, k)[0]
         inputs, positions_BxC = _extend_inputs(cache, positions_BxT, valid_BxT, fresh, mask_fn, self.position_bias,
                                                config.attention_pattern == "sliding_window")
-        x = self._embed_tokens(tokens_BxT, positions_BxT)
-        x, new_layers = run_stack_extend(config, self.blocks, x, inputs, cache.layers, layers)
-        x = _gather_rows(x, logits_at_B)
-        if self.final_norm is not None:
-            x = self.final_norm(x)
-        return self._logits(x), dataclasses.replace(cache, positions_BxC=positions_BxC, layers=new_layers)
+        return self._extend_stack(self.blocks, self.final_norm, tokens_BxT, positions_BxT, inputs, cache,
+                                  positions_BxC, logits_at_B, layers)
 
     def sentence_embedding(self, tokens_BxL, valid_BxL=None, pooling: str | None = None):
         """[B, D] float32: the mean of the final states over real tokens, or the first token's state."""
@@ -313,19 +319,14 @@ class EncoderDecoder(_Embedding):
         """Incremental decoder forward (see Transformer.extend). With `fresh`, `encoder_states_BxSxD`
         (from `encode`) are projected into every layer's cross-attention cache once; the encoder
         padding comes from `cache.context_valid_BxS`."""
-        config = self.config
         if fresh and encoder_states_BxSxD is None:
             raise ValueError("the first (fresh) extend of an encoder-decoder needs encoder_states_BxSxD")
         context_mask = mask_lib.padding(cache.context_valid_BxS)
         inputs, positions_BxC = _extend_inputs(cache, positions_BxT, valid_BxT, fresh, mask_lib.causal,
                                                self.decoder_bias, False, context=encoder_states_BxSxD,
                                                context_mask=context_mask)
-        x = self._embed_tokens(tokens_BxT, positions_BxT)
-        x, new_layers = run_stack_extend(config, self.decoder, x, inputs, cache.layers, layers)
-        x = _gather_rows(x, logits_at_B)
-        if self.decoder_norm is not None:
-            x = self.decoder_norm(x)
-        return self._logits(x), dataclasses.replace(cache, positions_BxC=positions_BxC, layers=new_layers)
+        return self._extend_stack(self.decoder, self.decoder_norm, tokens_BxT, positions_BxT, inputs, cache,
+                                  positions_BxC, logits_at_B, layers)
 
     def __call__(self, encoder_tokens_BxS, decoder_tokens_BxL, encoder_valid_BxS=None):
         return self.decode(decoder_tokens_BxL, self.encode(encoder_tokens_BxS, encoder_valid_BxS), encoder_valid_BxS)

@@ -1,6 +1,7 @@
 """Prefill and decode tokens/s of lmx generation against Hugging Face `generate()`, same weights.
 
     python benchmarks/generate_vs_hf.py [--batch 1 8] [--new-tokens 256] [--prompt-len 64] [--repeats 3]
+                                        [--dtype float32|bfloat16] [--device cpu|cuda]
                                         [--out benchmarks/results/generate_vs_hf.json]
 
 A small Llama-shaped lmx model (d_model 256, 4 layers, 8 heads, 4 kv heads, d_ff 704, vocab 4096,
@@ -23,11 +24,17 @@ the best (minimum time) of `repeats` runs. Also recorded: the fraction of genera
 greedy tokens of lmx and HF are identical, and the mean length of their common prefix (after the
 first difference the two continue from different histories, so later positions rarely agree).
 Goal of the decoding issue: lmx decode at least 5x HF. Writes benchmarks/results/generate_vs_hf.json.
+
+`--dtype bfloat16` runs both sides in bfloat16 (lmx `param_dtype=compute_dtype=bfloat16`; the HF model
+cast with `.to(torch.bfloat16)`, so the weights are the same bfloat16 values). `--device cuda` puts the HF
+model on the GPU (timings synchronised with `torch.cuda.synchronize()`); lmx runs on JAX's default
+backend, which must then be the GPU too (checked). Both sides always run on the same kind of device.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -49,6 +56,11 @@ from lmx.nn.transformer import build_model  # noqa: E402
 
 CONFIG = ModelConfig(d_model=256, n_layers=4, n_heads=8, n_kv_heads=4, d_ff=704, vocab_size=4096, max_seq_len=512,
                      tie_embeddings=False, rope_theta=10000.0, norm_eps=1e-5)
+SIZES = {  # --size: the issue's benchmark uses "small"; the others show how the ratio moves with model size
+    "tiny": dict(d_model=128, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=352),
+    "small": {},
+    "medium": dict(d_model=512, n_layers=8, n_heads=16, n_kv_heads=8, d_ff=1408),
+}
 GOAL_DECODE_RATIO = 5.0
 
 
@@ -89,18 +101,24 @@ def run_lmx(model, prompts: np.ndarray, new_tokens: int, repeats: int) -> dict:
             "stats_new_tokens": runs[-1][0].stats.get("new_tokens")}
 
 
-def run_hf(hf_model, prompts: np.ndarray, new_tokens: int, repeats: int) -> dict:
+def run_hf(hf_model, prompts: np.ndarray, new_tokens: int, repeats: int, cache: str = "dynamic") -> dict:
     import torch
 
-    ids = torch.from_numpy(prompts.astype(np.int64))
+    device = next(hf_model.parameters()).device
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    ids = torch.from_numpy(prompts.astype(np.int64)).to(device)
     mask = torch.ones_like(ids)
     kwargs = dict(attention_mask=mask, do_sample=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
                   eos_token_id=None, pad_token_id=0, use_cache=True, num_beams=1, temperature=None, top_p=None,
                   top_k=None)
+    if cache == "static":  # a preallocated cache; on a GPU transformers then compiles the decoding forward
+        kwargs["cache_implementation"] = "static"
 
     def generate(n: int):
+        sync()
         t0 = time.perf_counter()
         out = hf_model.generate(ids, **dict(kwargs, max_new_tokens=n, min_new_tokens=n))
+        sync()
         return out, time.perf_counter() - t0
 
     with torch.inference_mode():
@@ -111,7 +129,7 @@ def run_hf(hf_model, prompts: np.ndarray, new_tokens: int, repeats: int) -> dict
             _, one_s = generate(1)
             out, all_s = generate(new_tokens)
             pairs.append((one_s, all_s))
-    out = out[:, prompts.shape[1]:]
+    out = out[:, prompts.shape[1]:].cpu()
     if out.shape[1] != new_tokens:
         raise RuntimeError(f"HF generated {out.shape[1]} tokens, expected {new_tokens}")
     return {"tokens": out.tolist(), "prefill_s": min(p[0] for p in pairs), "generate_s": min(p[1] for p in pairs),
@@ -134,8 +152,20 @@ def main() -> None:
     parser.add_argument("--skip-lmx", action="store_true", help="HF side only (debugging)")
     parser.add_argument("--hf-extra-threads", type=int, nargs="*", default=[1],
                         help="also time HF with these torch thread counts (fairness check on a loaded machine)")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                        help="parameter and compute dtype of both sides")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="where both sides run (cuda: the HF model on the GPU, lmx on JAX's GPU backend)")
+    parser.add_argument("--size", choices=sorted(SIZES), default="small",
+                        help="model size (small: the Llama-shaped model described above)")
+    parser.add_argument("--hf-cache", choices=["dynamic", "static"], default="dynamic",
+                        help="HF generate's KV cache: dynamic (its default) or static (preallocated; compiled on GPU)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/generate_vs_hf.json"))
     args = parser.parse_args()
+    if args.device == "cuda" and jax.default_backend() != "gpu":
+        parser.error(f"--device cuda needs JAX's GPU backend (JAX's default backend is {jax.default_backend()})")
+    if args.device == "cpu" and jax.default_backend() != "cpu":
+        parser.error(f"--device cpu: JAX's default backend is {jax.default_backend()}; set JAX_PLATFORMS=cpu")
     if args.prompt_len + args.new_tokens > CONFIG.max_seq_len:
         parser.error(f"prompt-len + new-tokens must be <= max_seq_len={CONFIG.max_seq_len}")
 
@@ -144,14 +174,15 @@ def main() -> None:
     import transformers
 
     default_threads = torch.get_num_threads()
-    model = build_model(CONFIG, rngs=nnx.Rngs(0))
-    hf_model = to_hf_llama(model)
+    config = dataclasses.replace(CONFIG, param_dtype=args.dtype, compute_dtype=args.dtype, **SIZES[args.size])
+    model = build_model(config, rngs=nnx.Rngs(0))
+    hf_model = to_hf_llama(model).to(device=args.device, dtype=getattr(torch, args.dtype))
     prompts_all = np.random.default_rng(0).integers(0, CONFIG.vocab_size, (max(args.batch), args.prompt_len))
     results = []
     for batch in args.batch:
         prompts = prompts_all[:batch]
         torch.set_num_threads(default_threads)
-        hf = run_hf(hf_model, prompts, args.new_tokens, args.repeats)
+        hf = run_hf(hf_model, prompts, args.new_tokens, args.repeats, cache=args.hf_cache)
         row = {"batch": batch, "hf": {k: v for k, v in hf.items() if k != "tokens"}}
         row["hf"]["torch_threads"] = default_threads
         row["hf"]["prefill_tokens_per_s"] = batch * args.prompt_len / hf["prefill_s"]
@@ -159,7 +190,7 @@ def main() -> None:
         row["hf_other_threads"] = []
         for threads in sorted(set(args.hf_extra_threads) - {default_threads}):
             torch.set_num_threads(threads)
-            other = run_hf(hf_model, prompts, args.new_tokens, args.repeats)
+            other = run_hf(hf_model, prompts, args.new_tokens, args.repeats, cache=args.hf_cache)
             entry = {k: v for k, v in other.items() if k != "tokens"}
             entry.update(torch_threads=threads, prefill_tokens_per_s=batch * args.prompt_len / other["prefill_s"],
                          decode_tokens_per_s=batch * other["decode_tokens"] / other["decode_s"],
@@ -184,7 +215,8 @@ def main() -> None:
 
     result = {
         "what": "greedy generation, random Llama-shaped model, identical weights; best of repeats",
-        "model": {k: getattr(CONFIG, k) for k in ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff",
+        "device": args.device, "dtype": args.dtype, "size": args.size, "hf_cache": args.hf_cache,
+        "model": {k: getattr(config, k) for k in ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff",
                                                    "vocab_size", "max_seq_len", "tie_embeddings", "param_dtype",
                                                    "compute_dtype", "attention_impl")},
         "n_params": int(sum(np.prod(v.shape) for v in jax.tree.leaves(nnx.state(model, nnx.Param)))),
@@ -198,7 +230,11 @@ def main() -> None:
         "results": results, "goal_decode_ratio_min": GOAL_DECODE_RATIO,
         "machine": {"cpu_count": os.cpu_count(), "machine": platform.machine(), "processor": platform.processor(),
                     "loadavg_at_end": list(os.getloadavg()), "torch_num_threads_default": default_threads,
-                    "jax_backend": jax.default_backend(), "jax_devices": jax.device_count()},
+                    "jax_backend": jax.default_backend(), "jax_devices": jax.device_count(),
+                    "jax_device_kind": jax.devices()[0].device_kind,
+                    "jax_default_matmul_precision": jax.config.jax_default_matmul_precision,
+                    "torch_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+                    "torch_cuda_device": torch.cuda.get_device_name(0) if args.device == "cuda" else None},
         "versions": {"python": platform.python_version(), "jax": jax.__version__, "flax": flax.__version__,
                      "torch": torch.__version__, "transformers": transformers.__version__, "lmx_commit": _git_commit(),
                      "hf_attn_implementation": getattr(hf_model.config, "_attn_implementation", None)},

@@ -40,7 +40,8 @@ def config_for_these_devices(config: Config) -> Config:
 
 
 def load(run_dir, step: int | None = None, force_tokenizer: bool = False) -> LoadedRun:
-    """Read config.json and the tokenizer, restore the checkpoint at `step` (default: newest).
+    """Read config.json and the tokenizer, restore the parameters of the checkpoint at `step`
+    (default: the newest readable one); the optimizer state stays on disk.
 
     The parameters are restored into the run's mesh, or into data parallelism over this machine's
     devices when the run's `mesh.shape` does not fit them.
@@ -59,12 +60,12 @@ def load(run_dir, step: int | None = None, force_tokenizer: bool = False) -> Loa
             raise CheckpointError(f"--run: {run_dir} has no finished checkpoint")
         trainer = build_trainer(config_for_these_devices(config), tokenizer.token_bytes,
                                 token_chars=tokenizer.token_chars)
-        abstract = abstract_with_shardings(trainer.abstract_state, trainer.state_shardings)
-        restored_step, state, _, meta = checkpointer.restore(abstract, step=step)
+        abstract = abstract_with_shardings(trainer.abstract_state["params"], trainer.state_shardings["params"])
+        restored_step, params, meta = checkpointer.restore_params(abstract, step=step)  # no optimizer state
     finally:
         checkpointer.close()
     if not force_tokenizer:
         check_tokenizer_fingerprint(meta, tokenizer.fingerprint, "lmx.load")
-    model = nnx.merge(trainer.graphdef, state["params"])
+    model = nnx.merge(trainer.graphdef, params)
     return LoadedRun(config=config, model=model, tokenizer=tokenizer, step=restored_step, meta=meta,
                      run_dir=run_dir)

@@ -19,8 +19,10 @@ the tokens are produced.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -205,15 +207,51 @@ def _step(model, layers, state: DecodeState, sampling, eos_id, vocab_limit, stre
         logprob_BxT=logprob_BxT, step=state.step + 1)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "sampling", "eos_id", "vocab_limit", "stream"),
+# Streaming goes through one module-level function, so the compiled loop does not depend on which
+# callback a call streams to (a new callable as a static argument would recompile the loop per call).
+# The lock makes streamed calls from several threads take turns.
+_stream_lock = threading.RLock()
+_stream_target: list = [None]
+
+
+def _deliver(tokens_B, active_B) -> None:
+    _stream_target[0](tokens_B, active_B)
+
+
+@contextlib.contextmanager
+def _streaming_to(stream: Callable):
+    with _stream_lock:
+        previous, _stream_target[0] = _stream_target[0], stream
+        try:
+            yield
+        finally:
+            _stream_target[0] = previous
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "sampling", "eos_id", "vocab_limit", "streamed"),
                    donate_argnames=("state",))
-def run_chunk(graphdef, params, state: DecodeState, limit, *, sampling: SamplingConfig, eos_id: int | None,
-              vocab_limit: int | None = None, stream: Callable | None = None) -> DecodeState:
-    """Decode until step == limit or every row is done (a while_loop; `limit` is traced)."""
+def _run_chunk(graphdef, params, state: DecodeState, limit, *, sampling: SamplingConfig, eos_id: int | None,
+               vocab_limit: int | None, streamed: bool) -> DecodeState:
     model = nnx.merge(graphdef, params)
     layers = decode_layers(model) if state.cache.per_layer else None  # sliced once, outside the loop
+    stream = _deliver if streamed else None
     return jax.lax.while_loop(lambda s: (s.step < limit) & ~jnp.all(s.done_B),
                               lambda s: _step(model, layers, s, sampling, eos_id, vocab_limit, stream), state)
+
+
+def run_chunk(graphdef, params, state: DecodeState, limit, *, sampling: SamplingConfig, eos_id: int | None,
+              vocab_limit: int | None = None, stream: Callable | None = None) -> DecodeState:
+    """Decode until step == limit or every row is done (one compiled while_loop; `limit` is traced).
+    `stream(tokens_B, active_B)` is called from inside the loop at every step; a streamed call waits
+    for the loop to finish before it returns, and every streamed call shares one compiled loop."""
+    if stream is None:
+        return _run_chunk(graphdef, params, state, limit, sampling=sampling, eos_id=eos_id,
+                          vocab_limit=vocab_limit, streamed=False)
+    with _streaming_to(stream):
+        state = _run_chunk(graphdef, params, state, limit, sampling=sampling, eos_id=eos_id,
+                           vocab_limit=vocab_limit, streamed=True)
+        jax.block_until_ready(state)  # every callback has run before the target changes
+    return state
 
 
 def start(model, prompt_ids, *, max_new_tokens: int, seed: int = 0, context_len: int | None = None,

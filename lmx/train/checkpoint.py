@@ -9,6 +9,9 @@ restore walks back from the newest step to the newest one that reads cleanly.
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import sys
 from pathlib import Path
 
 import jax
@@ -60,29 +63,72 @@ class Checkpointer:
         With `step=None` the newest readable step is used; unreadable newer steps are skipped with a
         warning. A requested step that does not exist or cannot be read raises CheckpointError.
         """
+        def read(candidate):
+            restored = self.manager.restore(
+                candidate,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state),
+                    data=ocp.args.JsonRestore(),
+                    meta=ocp.args.JsonRestore(),
+                ),
+            )
+            return candidate, restored["state"], restored["data"], restored["meta"]
+
+        return self._first_readable(step, read)
+
+    def restore_params(self, abstract_params, step: int | None = None):
+        """(step, params, meta): only the `params` subtree of the state is read from disk (the
+        optimizer state, often twice the parameters' size, is skipped). Same step choice as `restore`."""
+        def read(candidate):
+            target = {"params": abstract_params}
+            restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), target)
+            with _orbax_read_leftovers_silenced(), ocp.CheckpointManager(
+                    self.directory, item_handlers={"state": ocp.PyTreeCheckpointHandler(),
+                                                   "meta": ocp.JsonCheckpointHandler()}) as reader:
+                restored = reader.restore(candidate, args=ocp.args.Composite(
+                    state=ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True),
+                    meta=ocp.args.JsonRestore()))
+            return candidate, restored["state"]["params"], restored["meta"]
+
+        return self._first_readable(step, read)
+
+    def _first_readable(self, step: int | None, read):
         candidates = [step] if step is not None else list(reversed(self.steps()))
         if not candidates or (step is not None and step not in self.steps()):
             raise CheckpointError(f"no checkpoint{'' if step is None else f' at step {step}'} in {self.directory}")
         errors = []
         for candidate in candidates:
             try:
-                restored = self.manager.restore(
-                    candidate,
-                    args=ocp.args.Composite(
-                        state=ocp.args.StandardRestore(abstract_state),
-                        data=ocp.args.JsonRestore(),
-                        meta=ocp.args.JsonRestore(),
-                    ),
-                )
+                result = read(candidate)
             except Exception as exc:  # orbax raises many types for damaged files
                 errors.append(f"step {candidate}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
                 continue
             if errors:
                 import warnings
 
-                warnings.warn("skipped unreadable checkpoints: " + "; ".join(errors), stacklevel=2)
-            return candidate, restored["state"], restored["data"], restored["meta"]
+                warnings.warn("skipped unreadable checkpoints: " + "; ".join(errors), stacklevel=3)
+            return result
         raise CheckpointError(f"unreadable checkpoint in {self.directory}: " + "; ".join(errors))
+
+
+@contextlib.contextmanager
+def _orbax_read_leftovers_silenced():
+    """A failed partial read (damaged files, a tree that does not match) leaves Orbax's pending
+    array-read coroutines behind; collected later they print 'Exception ignored' tracebacks after the
+    CheckpointError has already said what is wrong. Collect them here, without the noise."""
+    try:
+        yield
+    except Exception:
+        previous = sys.unraisablehook
+        sys.unraisablehook = lambda unraisable: (
+            None if "_read_array" in getattr(unraisable.object, "__qualname__", "")
+            or isinstance(unraisable.exc_value, RuntimeError) and "Event loop is closed" in str(unraisable.exc_value)
+            else previous(unraisable))
+        try:
+            gc.collect()
+        finally:
+            sys.unraisablehook = previous
+        raise
 
 
 def abstract_with_shardings(state, shardings):

@@ -165,6 +165,19 @@ def test_stream_receives_every_token_in_order():
     assert len(calls) == MAX_NEW
 
 
+def test_streamed_calls_share_one_compiled_loop():
+    from lmx.decode import engine
+
+    first, second = [], []
+    generate_tokens(_model("rope"), PROMPTS, max_new_tokens=MAX_NEW, stream=lambda t, a: first.append(np.array(t)))
+    compiled = engine._run_chunk._cache_size()
+    out = generate_tokens(_model("rope"), PROMPTS, max_new_tokens=MAX_NEW,
+                          stream=lambda t, a: second.append(np.array(t)))
+    assert engine._run_chunk._cache_size() == compiled  # a new callback did not recompile the loop
+    assert len(first) == len(second) == MAX_NEW  # each call's tokens went to its own callback
+    assert [[int(t[b]) for t in second] for b in range(len(PROMPTS))] == out.tokens
+
+
 def test_vocab_limit():
     limit = 50
     assert any(t >= limit for row in _greedy("rope").tokens for t in row)  # the limit changes something

@@ -76,3 +76,31 @@ def test_restore_checks_the_tree_against_the_model(run_dir, tmp_path):
     (copy / "config.json").write_text(other.to_json())
     with pytest.raises(CheckpointError):
         lmx.load(copy)
+
+
+def test_params_only_restore_equals_the_full_restore(run_dir):
+    import jax
+    import numpy as np
+
+    from lmx.api import config_for_these_devices
+    from lmx.data.tokenizer import Tokenizer
+    from lmx.train.checkpoint import Checkpointer, abstract_with_shardings
+    from lmx.train.loop import build_trainer
+
+    run = lmx.load(run_dir)  # the params-only path
+    tokenizer = Tokenizer.load(run_dir / "tokenizer")
+    trainer = build_trainer(config_for_these_devices(run.config), tokenizer.token_bytes,
+                            token_chars=tokenizer.token_chars)
+    checkpointer = Checkpointer(run_dir / "checkpoints", async_save=False)
+    try:
+        step, state, _, _ = checkpointer.restore(abstract_with_shardings(trainer.abstract_state,
+                                                                         trainer.state_shardings))
+    finally:
+        checkpointer.close()
+    from flax import nnx
+
+    full = jax.tree.leaves(nnx.state(nnx.merge(trainer.graphdef, state["params"]), nnx.Param))
+    ours = jax.tree.leaves(nnx.state(run.model, nnx.Param))
+    assert step == run.step == 8 and len(full) == len(ours) > 0
+    for a, b in zip(full, ours):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

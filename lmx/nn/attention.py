@@ -195,8 +195,16 @@ class Attention(nnx.Module):
         else:
             o_BxLxNxH = attention_kernels.plain_parts(q_BxLxNxH, parts, mask=mask, bias=bias, shaw=self.shaw,
                                                       q_positions=q_positions, k_positions=k_positions)
+        return self.project_out(o_BxLxNxH)
+
+    def project_out(self, o_BxLxNxH) -> jax.Array:
+        """y [B, L, D] = o W_out with heads and head dims contracted as one axis. (Written as
+        "blnh,nhd->bld", XLA on CPU transposed the [N, H, D] weight rather than the one-token
+        activation, a weight copy at every step of a decode loop.)"""
+        B, L, N, H = o_BxLxNxH.shape
         cdt = self.compute_dtype
-        return jnp.einsum("blnh,nhd->bld", o_BxLxNxH.astype(cdt), self.out[...].astype(cdt))
+        w_FxD = self.out[...].astype(cdt).reshape(N * H, -1)
+        return jnp.einsum("blf,fd->bld", o_BxLxNxH.reshape(B, L, N * H).astype(cdt), w_FxD)
 
     def extend_linear(self, q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, state: dict | None, valid_BxT=None):
         """Causal linear attention of T new tokens continuing the recurrent state {"S": sum phi(k) v^T
@@ -219,7 +227,7 @@ class Attention(nnx.Module):
             den = jnp.einsum("btnh,bnh->btn", fq, state["z"]) + jnp.einsum("bnts->btn", w_BxNxTxT)
             o = num / (den[..., None] + self.eps)
             S, z = state["S"] + S_add, state["z"] + z_add
-        y = jnp.einsum("blnh,nhd->bld", o.astype(self.compute_dtype), self.out[...].astype(self.compute_dtype))
+        y = self.project_out(o)
         return y, S, z
 
     def _linear(self, q, k, v, causal: bool, segment_ids, valid):

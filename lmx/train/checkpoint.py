@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -122,10 +123,11 @@ def _orbax_read_leftovers_silenced():
         previous = sys.unraisablehook
         sys.unraisablehook = lambda unraisable: (
             None if "_read_array" in getattr(unraisable.object, "__qualname__", "")
-            or isinstance(unraisable.exc_value, RuntimeError) and "Event loop is closed" in str(unraisable.exc_value)
-            else previous(unraisable))
+            or "Event loop is closed" in str(unraisable.exc_value) else previous(unraisable))
         try:
-            gc.collect()
+            for _ in range(3):  # the reads finish on Orbax's threads: give them a moment, then collect
+                time.sleep(0.05)
+                gc.collect()
         finally:
             sys.unraisablehook = previous
         raise

@@ -32,8 +32,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
-
 from generate_vs_hf import CONFIG, SIZES  # noqa: E402
+
 from lmx.decode import engine  # noqa: E402
 from lmx.decode.logits import SamplingConfig  # noqa: E402
 from lmx.nn.transformer import build_model  # noqa: E402

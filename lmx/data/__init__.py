@@ -1,10 +1,13 @@
-"""Data: corpora, tokenizers, token caches and grain input pipelines (see docs/data.md)."""
+"""Data: corpora, tokenizers, token caches and grain input pipelines (see docs/data.md).
+
+The grain-based parts (pipeline, prepare) load on first use, so tokenizers and corpora work where
+grain is not installed (an inference-only environment, say)."""
+
+import importlib
 
 from lmx.data.cache import cache_root
 from lmx.data.corpus import Corpus, Document, load_corpus
 from lmx.data.external import load_external
-from lmx.data.pipeline import make_train_iterator, valid_batches
-from lmx.data.prepare import PreparedData, prepare_data
 from lmx.data.split import CorpusSplit, split_corpus
 from lmx.data.tokenizer import TOKENIZER_KINDS, get_tokenizer, load_tokenizer, train_tokenizer
 from lmx.data.tokenizer_base import Tokenizer
@@ -27,3 +30,12 @@ __all__ = [
     "train_tokenizer",
     "valid_batches",
 ]
+
+_LAZY = {"make_train_iterator": "lmx.data.pipeline", "valid_batches": "lmx.data.pipeline",
+         "PreparedData": "lmx.data.prepare", "prepare_data": "lmx.data.prepare"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lmx.data' has no attribute {name!r}")

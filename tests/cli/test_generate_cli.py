@@ -10,14 +10,6 @@ from lmx.cli import main
 KEYS = {"prompt", "text", "finish_reason", "tokens", "logprob", "mean_logprob", "stop_string", "score"}
 
 
-@pytest.fixture(scope="module")
-def cli_run(tmp_path_factory, cache_dir):
-    run_dir = tmp_path_factory.mktemp("gen") / "run"
-    code = main(["train", "--config", "tiny", "--quiet", "--run-dir", str(run_dir),
-                 "--set", f"data.cache_dir={cache_dir}"])
-    assert code == 0
-    return run_dir
-
 
 @pytest.fixture(scope="module")
 def loaded(cli_run):

@@ -1,6 +1,7 @@
 """Where the time of one compiled decode step goes: a per-operation profile of lmx's decode loop.
 
-    python benchmarks/profile_decode.py [--batch 8] [--new-tokens 256] [--size small] [--top 25]
+    python benchmarks/profile_decode.py [--batch 8] [--new-tokens 256] [--size small] [--dtype float32]
+                                        [--top 25]
                                         [--out benchmarks/results/decode_profile.json]
 
 Runs `generate_tokens` (greedy) on the benchmark model of `generate_vs_hf.py` once to compile, then
@@ -61,11 +62,14 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=256)
     parser.add_argument("--prompt-len", type=int, default=64)
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                        help="model.param_dtype and compute_dtype, as generate_vs_hf.py --dtype")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/decode_profile.json"))
     args = parser.parse_args()
 
-    model = build_model(dataclasses.replace(CONFIG, **SIZES[args.size]), rngs=nnx.Rngs(0))
+    config = dataclasses.replace(CONFIG, **SIZES[args.size], param_dtype=args.dtype, compute_dtype=args.dtype)
+    model = build_model(config, rngs=nnx.Rngs(0))
     prompts = np.random.default_rng(0).integers(0, CONFIG.vocab_size, (args.batch, args.prompt_len)).tolist()
     greedy = SamplingConfig(temperature=0.0)
     run = lambda: engine.generate_tokens(model, prompts, max_new_tokens=args.new_tokens, sampling=greedy, eos_id=None)
@@ -92,13 +96,13 @@ def main() -> None:
     for name, ms in per_instruction.items():
         per_op[names.get(name, ("", name))[1] or name] += ms
 
-    print(f"batch {args.batch}, size {args.size}: {unprofiled * 1e3:.3f} ms per decode step unprofiled; "
+    print(f"batch {args.batch}, size {args.size}, {args.dtype}: {unprofiled * 1e3:.3f} ms per decode step unprofiled; "
           f"{sum(per_instruction.values()):.3f} ms of instruction time per step under the profiler")
     print(f"{'ms/step':>8}  JAX operation")
     for op, ms in per_op.most_common(args.top):
         print(f"{ms:8.3f}  {op}")
     result = {
-        "batch": args.batch, "size": args.size, "new_tokens": args.new_tokens, "prompt_len": args.prompt_len,
+        "batch": args.batch, "size": args.size, "dtype": args.dtype, "new_tokens": args.new_tokens, "prompt_len": args.prompt_len,
         "decode_ms_per_step_unprofiled": unprofiled * 1e3,
         "instruction_ms_per_step_profiled": sum(per_instruction.values()),
         "by_jax_op_ms_per_step": dict(per_op.most_common()),

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lmx.nn import attention_kernels
+from lmx.nn import attention_kernels, precision
 from lmx.nn import masks as mask_lib
 from lmx.nn.params import constant_param, dtype_of, normal_param
 from lmx.nn.position_bias import ShawRelative
@@ -158,12 +158,12 @@ class Attention(nnx.Module):
         else:
             o_BxLxNxH = self._softmax(q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, positions_BxL, k_positions,
                                       segment_ids_BxL, mask, bias, causal, mask_kind, window)
-        return jnp.einsum("blnh,nhd->bld", o_BxLxNxH.astype(cdt), self.out[...].astype(cdt))
+        return precision.einsum("blnh,nhd->bld", o_BxLxNxH, self.out[...], cdt)
 
     def project_queries(self, x_BxLxD, positions_BxL) -> jax.Array:
         """q [B, L, N, H]: projected, QK-normed and rotated by position."""
         cdt = self.compute_dtype
-        q_BxLxNxH = jnp.einsum("bld,dnh->blnh", x_BxLxD.astype(cdt), self.query[...].astype(cdt))
+        q_BxLxNxH = precision.einsum("bld,dnh->blnh", x_BxLxD, self.query[...], cdt)
         if self.q_norm is not None:
             q_BxLxNxH = _rms(q_BxLxNxH, self.q_norm[...], self.norm_eps)
         return self._rotate(q_BxLxNxH, positions_BxL, True)
@@ -172,8 +172,8 @@ class Attention(nnx.Module):
         """(k, v) [B, S, K, H] as a KV cache stores them: projected, k QK-normed and rotated."""
         cdt = self.compute_dtype
         source_BxSxD = source_BxSxD.astype(cdt)
-        k_BxSxKxH = jnp.einsum("bsd,dkh->bskh", source_BxSxD, self.key[...].astype(cdt))
-        v_BxSxKxH = jnp.einsum("bsd,dkh->bskh", source_BxSxD, self.value[...].astype(cdt))
+        k_BxSxKxH = precision.einsum("bsd,dkh->bskh", source_BxSxD, self.key[...], cdt)
+        v_BxSxKxH = precision.einsum("bsd,dkh->bskh", source_BxSxD, self.value[...], cdt)
         if self.k_norm is not None:
             k_BxSxKxH = _rms(k_BxSxKxH, self.k_norm[...], self.norm_eps)
         return self._rotate(k_BxSxKxH, positions_BxS, False), v_BxSxKxH
@@ -204,7 +204,7 @@ class Attention(nnx.Module):
         B, L, N, H = o_BxLxNxH.shape
         cdt = self.compute_dtype
         w_FxD = self.out[...].astype(cdt).reshape(N * H, -1)
-        return jnp.einsum("blf,fd->bld", o_BxLxNxH.reshape(B, L, N * H).astype(cdt), w_FxD)
+        return precision.einsum("blf,fd->bld", o_BxLxNxH.reshape(B, L, N * H), w_FxD, cdt)
 
     def extend_linear(self, q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, state: dict | None, valid_BxT=None):
         """Causal linear attention of T new tokens continuing the recurrent state {"S": sum phi(k) v^T

@@ -3,6 +3,8 @@
     o = softmax(q k^T / sqrt(H) + bias, masked where mask is False) v      (GQA: query head n uses kv head
                                                                            n // (N/K)), softmax in float32
 plain   einsum + float32 softmax written out here; supports everything, including Shaw value terms.
+        16-bit keys and values enter the products as they are (q and the probabilities rounded to
+        their dtype), summed in float32.
 xla     `jax.nn.dot_product_attention(implementation="xla")`; boolean masks and additive biases.
 cudnn   the same call with cuDNN's fused kernel (GPU, float16/bfloat16); masks and biases.
 splash  the TPU splash-attention Pallas kernel (`jax.experimental.pallas.ops.tpu.splash_attention`);
@@ -47,6 +49,13 @@ def _gqa_scores(q_BxLxNxH, k_BxSxKxH):
     return scores.reshape(B, N, L, k_BxSxKxH.shape[1]) / math.sqrt(H)
 
 
+def _accumulate32(spec, x, cached, /):
+    """einsum of float32 `x` with keys or values `cached`, summed in float32. A 16-bit cache stays
+    16-bit (x is rounded to its dtype, as fused attention kernels round q and the probabilities):
+    widening it would convert the whole cache at every decoding step."""
+    return jnp.einsum(spec, x.astype(cached.dtype), cached, preferred_element_type=jnp.float32)
+
+
 def plain(q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, *, mask=None, bias=None, shaw=None, q_positions=None,
           k_positions=None):
     """Reference kernel. `shaw` (a ShawRelative) adds its key logits and value terms."""
@@ -63,7 +72,7 @@ def plain_parts(q_BxLxNxH, parts, *, mask=None, bias=None, shaw=None, q_position
     K = parts[0][0].shape[1]
     q_BxKxGLxH = q_BxLxNxH.reshape(B, L, K, N // K, H).transpose(0, 2, 3, 1, 4).reshape(B, K, -1, H)
     q_BxKxGLxH = q_BxKxGLxH.astype(jnp.float32) / math.sqrt(H)
-    scores = [jnp.einsum("bkqh,bksh->bkqs", q_BxKxGLxH, k.astype(jnp.float32)) for k, _ in parts]
+    scores = [_accumulate32("bkqh,bksh->bkqs", q_BxKxGLxH, k) for k, _ in parts]
     scores_BxNxLxS = jnp.concatenate(scores, axis=-1).reshape(B, N, L, -1)
     if shaw is not None:
         scores_BxNxLxS = scores_BxNxLxS + shaw.key_logits(q_BxLxNxH, q_positions, k_positions) / math.sqrt(H)
@@ -78,7 +87,7 @@ def plain_parts(q_BxLxNxH, parts, *, mask=None, bias=None, shaw=None, q_position
     out, start = 0.0, 0
     for _, v in parts:
         S = v.shape[2]
-        out = out + jnp.einsum("bkqs,bksh->bkqh", probs_BxKxGLxS[..., start : start + S], v.astype(jnp.float32))
+        out = out + _accumulate32("bkqs,bksh->bkqh", probs_BxKxGLxS[..., start : start + S], v)
         start += S
     out_BxLxNxH = out.reshape(B, K, N // K, L, H).transpose(0, 3, 1, 2, 4).reshape(B, L, N, H)
     if shaw is not None:

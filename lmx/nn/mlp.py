@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from lmx.nn import precision
 from lmx.nn.params import dtype_of, normal_param
 
 
@@ -86,10 +87,10 @@ class MLP(nnx.Module):
         spec = FFN_ACTIVATIONS[self.activation]
         cdt = self.compute_dtype
         x_BxLxD = x_BxLxD.astype(cdt)
-        up_BxLxF = jnp.einsum("bld,df->blf", x_BxLxD, self.up[...].astype(cdt))
+        up_BxLxF = precision.einsum("bld,df->blf", x_BxLxD, self.up[...], cdt)
         if spec.gated:  # act(x W_gate) * (x W_up): the nonlinearity is on the gate branch
-            gate_BxLxF = jnp.einsum("bld,df->blf", x_BxLxD, self.gate[...].astype(cdt))
+            gate_BxLxF = precision.einsum("bld,df->blf", x_BxLxD, self.gate[...], cdt)
             h_BxLxF = spec.fn(gate_BxLxF) * up_BxLxF
         else:
             h_BxLxF = spec.fn(up_BxLxF)
-        return jnp.einsum("blf,fd->bld", h_BxLxF, self.down[...].astype(cdt))
+        return precision.einsum("blf,fd->bld", h_BxLxF, self.down[...], cdt)

@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from lmx.nn import precision
 from lmx.nn.params import constant_param, dtype_of, normal_param, param
 
 
@@ -152,9 +153,9 @@ class SelectiveSSM(nnx.Module):
     def _ssm_inputs(self, xc_BxLxE: jax.Array):
         """(Delta, A, B, C) from the conv output: Delta [B,L,E], A [E,N], B and C [B,L,N], float32."""
         cdt, R, N = self.compute_dtype, self.dt_rank, self.d_state
-        x_dbl = jnp.einsum("ble,ef->blf", xc_BxLxE, self.x_proj[...].astype(cdt))
+        x_dbl = precision.einsum("ble,ef->blf", xc_BxLxE, self.x_proj[...], cdt)
         dt_BxLxR, B_BxLxN, C_BxLxN = x_dbl[..., :R], x_dbl[..., R : R + N], x_dbl[..., R + N :]
-        dt_BxLxE = jnp.einsum("blr,re->ble", dt_BxLxR, self.dt_proj[...].astype(cdt))
+        dt_BxLxE = precision.einsum("blr,re->ble", dt_BxLxR, self.dt_proj[...], cdt)
         delta_BxLxE = jax.nn.softplus(dt_BxLxE.astype(jnp.float32) + self.dt_bias[...].astype(jnp.float32))
         A_ExN = -jnp.exp(self.A_log[...].astype(jnp.float32))
         return delta_BxLxE, A_ExN, B_BxLxN.astype(jnp.float32), C_BxLxN.astype(jnp.float32)
@@ -174,7 +175,7 @@ class SelectiveSSM(nnx.Module):
         state unchanged (Delta = 0), so the returned cache is the state after each row's last real token."""
         cdt, K, E = self.compute_dtype, self.d_conv, self.d_inner
         B, L, _ = x_BxLxD.shape
-        xz_BxLx2E = jnp.einsum("bld,df->blf", x_BxLxD.astype(cdt), self.in_proj[...].astype(cdt))
+        xz_BxLx2E = precision.einsum("bld,df->blf", x_BxLxD, self.in_proj[...], cdt)
         x_BxLxE, z_BxLxE = xz_BxLx2E[..., :E], xz_BxLx2E[..., E:]
         if cache is not None and segment_ids_BxL is not None:
             raise ValueError("pass either a cache or segment_ids, not both")
@@ -209,7 +210,7 @@ class SelectiveSSM(nnx.Module):
             delta, A, Bm, Cm, xc_BxLxE, self.D[...], h0_BxExN=h0, reset_BxL=reset_BxL, return_state=True
         )
         y_BxLxE = y_BxLxE.astype(cdt) * jax.nn.silu(z_BxLxE)
-        out_BxLxD = jnp.einsum("ble,ed->bld", y_BxLxE, self.out_proj[...].astype(cdt))
+        out_BxLxD = precision.einsum("ble,ed->bld", y_BxLxE, self.out_proj[...], cdt)
         if not return_cache:
             return out_BxLxD
         if valid_BxL is None:
@@ -223,10 +224,10 @@ class SelectiveSSM(nnx.Module):
     def step(self, x_BxD: jax.Array, cache: SSMCache) -> tuple[jax.Array, SSMCache]:
         """One decoding step: the output for token x_t [B, D] and the updated cache (O(1) per token)."""
         cdt, E = self.compute_dtype, self.d_inner
-        xz_Bx2E = jnp.einsum("bd,df->bf", x_BxD.astype(cdt), self.in_proj[...].astype(cdt))
+        xz_Bx2E = precision.einsum("bd,df->bf", x_BxD, self.in_proj[...], cdt)
         x_BxE, z_BxE = xz_Bx2E[:, :E], xz_Bx2E[:, E:]
         window_BxKxE = jnp.concatenate([cache.conv_BxKm1xE.astype(cdt), x_BxE[:, None]], axis=1)
-        conv_BxE = jnp.einsum("bke,ek->be", window_BxKxE, self.conv_weight[...].astype(cdt))
+        conv_BxE = precision.einsum("bke,ek->be", window_BxKxE, self.conv_weight[...], cdt)
         xc_BxE = jax.nn.silu(conv_BxE + self.conv_bias[...].astype(cdt))
         delta, A_ExN, B_Bx1xN, C_Bx1xN = self._ssm_inputs(xc_BxE[:, None])
         delta_BxE, B_BxN, C_BxN = delta[:, 0], B_Bx1xN[:, 0], C_Bx1xN[:, 0]
@@ -237,6 +238,6 @@ class SelectiveSSM(nnx.Module):
         )
         y_BxE = jnp.einsum("ben,bn->be", h_BxExN, C_BxN) + self.D[...].astype(jnp.float32) * xf_BxE
         y_BxE = y_BxE.astype(cdt) * jax.nn.silu(z_BxE)
-        out_BxD = jnp.einsum("be,ed->bd", y_BxE, self.out_proj[...].astype(cdt))
+        out_BxD = precision.einsum("be,ed->bd", y_BxE, self.out_proj[...], cdt)
         new_cache = SSMCache(conv_BxKm1xE=window_BxKxE[:, 1:].astype(jnp.float32), ssm_BxExN=h_BxExN)
         return out_BxD, new_cache

@@ -35,3 +35,17 @@ def forward_fn(model: Transformer):
 
 def random_tokens(seed: int, batch: int, length: int, vocab: int) -> jax.Array:
     return jax.random.randint(jax.random.key(seed), (batch, length), 0, vocab, dtype=jnp.int32)
+
+
+def primitive_eqns(jaxpr, name: str) -> list:
+    """Every equation of primitive `name` in a jaxpr, descending into sub-jaxprs (scan, jit, cond)."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == name:
+            found.append(eqn)
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    found += primitive_eqns(inner, name)
+    return found

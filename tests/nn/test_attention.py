@@ -8,6 +8,7 @@ from lmx import config as lmx_config
 from lmx.nn import ATTENTION_IMPLS, Attention, logical_names
 
 from . import reference as ref
+from .helpers import primitive_eqns
 
 B, L, D = 2, 16, 32
 
@@ -93,22 +94,8 @@ def test_bf16_compute_close_to_fp32():
     np.testing.assert_allclose(np.asarray(y16, np.float32), y32, rtol=0.05, atol=0.05)
 
 
-def _primitive_dtypes(jaxpr, name):
-    """Output dtypes of every `name` primitive in a jaxpr, descending into sub-jaxprs."""
-    found = []
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == name:
-            found += [v.aval.dtype for v in eqn.outvars]
-        for value in eqn.params.values():
-            for sub in value if isinstance(value, (tuple, list)) else (value,):
-                inner = getattr(sub, "jaxpr", sub)
-                if hasattr(inner, "eqns"):
-                    found += _primitive_dtypes(inner, name)
-    return found
-
-
 def test_bf16_compute_softmax_in_float32():
     attn = Attention(D, 4, 2, compute_dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
     jaxpr = jax.make_jaxpr(lambda x: attn(x))(jnp.ones((1, 4, D), jnp.bfloat16))
-    exp_dtypes = _primitive_dtypes(jaxpr.jaxpr, "exp")
+    exp_dtypes = [v.aval.dtype for eqn in primitive_eqns(jaxpr.jaxpr, "exp") for v in eqn.outvars]
     assert exp_dtypes and all(d == jnp.float32 for d in exp_dtypes), exp_dtypes

@@ -181,16 +181,16 @@ class Attention(nnx.Module):
     def attend(self, q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, *, mask, bias=None, q_positions=None,
                k_positions=None, cached_kv=None) -> jax.Array:
         """y [B, L, D] from projected q and the given keys/values under an explicit mask. For
-        incremental decoding (lmx.nn.kv_cache), `cached_kv` = (k, v) of the cache, in its
-        kv-head-major layout [B, K, C, H], precede the given keys on the key axis (mask, bias and
+        incremental decoding (lmx.nn.kv_cache), `cached_kv` = (k, v) of the cache, in its layouts
+        (keys [B, K, H, C], values [B, K, C, H]), precede the given keys on the key axis (mask, bias and
         k_positions cover both; k and v may be None when the cache already holds the new tokens)."""
-        kv_major = lambda a: a.transpose(0, 2, 1, 3)
-        parts = [] if k_BxSxKxH is None else [(kv_major(k_BxSxKxH), kv_major(v_BxSxKxH))]
+        parts = [] if k_BxSxKxH is None else [
+            (attention_kernels.keys_transposed(k_BxSxKxH), v_BxSxKxH.transpose(0, 2, 1, 3))]
         if cached_kv is not None:
             parts = [cached_kv, *parts]
-        if self.kind == "linear":
-            keys = jnp.concatenate([kv_major(k).astype(jnp.float32) for k, _ in parts], axis=1)
-            values = jnp.concatenate([kv_major(v).astype(jnp.float32) for _, v in parts], axis=1)
+        if self.kind == "linear":  # back to [B, S, K, H]
+            keys = jnp.concatenate([k.transpose(0, 3, 1, 2).astype(jnp.float32) for k, _ in parts], axis=1)
+            values = jnp.concatenate([v.transpose(0, 2, 1, 3).astype(jnp.float32) for _, v in parts], axis=1)
             o_BxLxNxH = _masked_linear(q_BxLxNxH, keys, values, mask, self.feature_map, self.eps)
         else:
             o_BxLxNxH = attention_kernels.plain_parts(q_BxLxNxH, parts, mask=mask, bias=bias, shaw=self.shaw,

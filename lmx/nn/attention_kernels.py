@@ -59,20 +59,27 @@ def _accumulate32(spec, x, cached, /):
 def plain(q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, *, mask=None, bias=None, shaw=None, q_positions=None,
           k_positions=None):
     """Reference kernel. `shaw` (a ShawRelative) adds its key logits and value terms."""
-    kv_major = lambda a: a.transpose(0, 2, 1, 3)
-    return plain_parts(q_BxLxNxH, [(kv_major(k_BxSxKxH), kv_major(v_BxSxKxH))], mask=mask, bias=bias, shaw=shaw,
-                       q_positions=q_positions, k_positions=k_positions)
+    parts = [(keys_transposed(k_BxSxKxH), v_BxSxKxH.transpose(0, 2, 1, 3))]
+    return plain_parts(q_BxLxNxH, parts, mask=mask, bias=bias, shaw=shaw, q_positions=q_positions,
+                       k_positions=k_positions)
+
+
+def keys_transposed(k_BxSxKxH):
+    """Keys [B, S, K, H] in a KV cache's key layout [B, K, H, S]."""
+    return k_BxSxKxH.transpose(0, 2, 3, 1)
 
 
 def plain_parts(q_BxLxNxH, parts, *, mask=None, bias=None, shaw=None, q_positions=None, k_positions=None):
-    """`plain` over keys and values in the kv-head-major layout [B, K, S, H] (a KV cache's), given as
-    parts [(k, v), ...] that follow each other on the key axis (the cache, then the new tokens)
-    without building their concatenation. `mask`, `bias` and `k_positions` cover all parts."""
+    """`plain` over keys and values in a KV cache's layouts, keys [B, K, H, S] and values [B, K, S, H],
+    given as parts [(k, v), ...] that follow each other on the key axis (the cache, then the new
+    tokens) without building their concatenation. `mask`, `bias` and `k_positions` cover all parts.
+    (Both products are then plain matrix products, q [GL, H] @ k [H, S] and p [GL, S] @ v [S, H]: with
+    keys stored [S, H], XLA's CPU kernels repacked the whole key cache at every decoding step.)"""
     B, L, N, H = q_BxLxNxH.shape
     K = parts[0][0].shape[1]
     q_BxKxGLxH = q_BxLxNxH.reshape(B, L, K, N // K, H).transpose(0, 2, 3, 1, 4).reshape(B, K, -1, H)
     q_BxKxGLxH = q_BxKxGLxH.astype(jnp.float32) / math.sqrt(H)
-    scores = [_accumulate32("bkqh,bksh->bkqs", q_BxKxGLxH, k) for k, _ in parts]
+    scores = [_accumulate32("bkqh,bkhs->bkqs", q_BxKxGLxH, k) for k, _ in parts]
     scores_BxNxLxS = jnp.concatenate(scores, axis=-1).reshape(B, N, L, -1)
     if shaw is not None:
         scores_BxNxLxS = scores_BxNxLxS + shaw.key_logits(q_BxLxNxH, q_positions, k_positions) / math.sqrt(H)

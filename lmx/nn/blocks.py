@@ -23,7 +23,8 @@ from flax import nnx
 
 from lmx.config import ModelConfig
 from lmx.nn.attention import Attention
-from lmx.nn.kv_cache import write_kv
+from lmx.nn.attention_kernels import keys_transposed
+from lmx.nn.kv_cache import write_keys, write_values
 from lmx.nn.mlp import MLP
 from lmx.nn.norms import NORMS
 from lmx.nn.params import constant_param
@@ -148,9 +149,9 @@ class Block(nnx.Module):
     def extend(self, x_BxTxD: jax.Array, inputs: LayerInputs, cache: dict) -> tuple[jax.Array, dict]:
         """Incremental forward over T new tokens given this layer's decoding cache (read only).
         Returns the output and the layer's updates: "k", "v" [B, T, K, H] of the new tokens (the
-        caller writes them at `inputs.slots`; caches are [B, K, C, H]), or with `inputs.write_first`
-        the layer's whole k/v caches with them written, a new SSMCache, and, when `fresh`, the cross-attention
-        keys/values of the encoder states (lmx.nn.kv_cache.apply_updates)."""
+        caller writes them at `inputs.slots`; caches are keys [B, K, H, C], values [B, K, C, H]), or
+        with `inputs.write_first` the layer's whole k/v caches with them written, a new SSMCache, and,
+        when `fresh`, the cross-attention keys/values of the encoder states (lmx.nn.kv_cache.apply_updates)."""
         updates = {}
         norm = lambda name: getattr(self, name, None)
 
@@ -163,7 +164,8 @@ class Block(nnx.Module):
                                                                    inputs.valid)
                 return y
             if inputs.write_first:  # per-layer buffers: update in place, then read only the cache
-                updates["k"], updates["v"] = (write_kv(cache[n], a, inputs.slots) for n, a in (("k", k), ("v", v)))
+                updates["k"] = write_keys(cache["k"], k, inputs.slots)
+                updates["v"] = write_values(cache["v"], v, inputs.slots)
                 return attn.attend(q, None, None, mask=inputs.mask, bias=inputs.bias, q_positions=inputs.positions,
                                    k_positions=inputs.k_positions, cached_kv=(updates["k"], updates["v"]))
             updates["k"], updates["v"] = k, v
@@ -184,15 +186,16 @@ class Block(nnx.Module):
         x_BxTxD = self._residual(x_BxTxD, attention if self.layer_type == "A" else ssm,
                                  norm(f"{self.mixer_name}_norm"))
         if self.cross_attn is not None:
-            if inputs.fresh:  # the encoder states' keys/values, kept in the cache's [B, K, S, H] layout
-                context_kv = self.cross_attn.project_keys_values(inputs.context, None)
-                updates["cross_k"], updates["cross_v"] = (a.transpose(0, 2, 1, 3) for a in context_kv)
+            if inputs.fresh:  # the encoder states' keys/values, kept in the cache's layouts
+                k, v = self.cross_attn.project_keys_values(inputs.context, None)
+                updates["cross_k"], updates["cross_v"] = keys_transposed(k), v.transpose(0, 2, 1, 3)
+                context_kv = updates["cross_k"], updates["cross_v"]
             else:
-                context_kv = tuple(cache[name].transpose(0, 2, 1, 3) for name in ("cross_k", "cross_v"))
+                context_kv = cache["cross_k"], cache["cross_v"]
 
             def cross(h):
                 q = self.cross_attn.project_queries(h, inputs.positions)
-                return self.cross_attn.attend(q, *context_kv, mask=inputs.context_mask)
+                return self.cross_attn.attend(q, None, None, mask=inputs.context_mask, cached_kv=context_kv)
 
             x_BxTxD = self._residual(x_BxTxD, cross, norm("cross_norm"))
         return self._residual(x_BxTxD, self.mlp, norm("mlp_norm")).astype(x_BxTxD.dtype), updates

@@ -14,11 +14,12 @@ can sit at a different position (batches of prompts with different lengths), and
 tokens (speculative decoding) is setting positions back to -1. All layers share one position
 array; per-layer entries are stacked on a leading `layers` axis, like the parameters:
 
-    attention layer   {"k": [B, K, C, H], "v": [B, K, C, H]}    (K = n_kv_heads: GQA caches K heads;
-                                                                kv-head-major, the layout of the q.k
-                                                                and p.v products, so no transposes)
+    attention layer   {"k": [B, K, H, C], "v": [B, K, C, H]}    (K = n_kv_heads: GQA caches K heads;
+                                                                kv-head-major; keys transposed, so
+                                                                q.k and p.v are both plain matrix
+                                                                products: no transposes, no repacking)
     linear attention  {"S": [B, N, H, H], "z": [B, N, H]}       running sums of phi(k) v^T and phi(k)
-    + cross-attention {"cross_k": [B, K, S, H], "cross_v": ...}  encoder states, projected once
+    + cross-attention {"cross_k": [B, K, H, S], "cross_v": [B, K, S, H]}  encoder states, projected once
     SSM layer         {"ssm": SSMCache}                          O(1) state (lmx.nn.ssm)
     layer group       a tuple of the above, one per entry of `model.layer_pattern`
 
@@ -71,11 +72,11 @@ def _layer_cache(config: ModelConfig, layer_type: str, batch: int, capacity: int
     if config.attention_kind == "linear":  # the recurrent state of linear attention: O(1) per token
         N, H = config.n_heads, config.resolved_head_dim
         return {"S": jnp.zeros((batch, N, H, H), jnp.float32), "z": jnp.zeros((batch, N, H), jnp.float32)}
-    kv_shape = (batch, config.n_kv_heads, capacity, config.resolved_head_dim)
-    entry = {"k": jnp.zeros(kv_shape, dtype), "v": jnp.zeros(kv_shape, dtype)}
+    K, H = config.n_kv_heads, config.resolved_head_dim
+    entry = {"k": jnp.zeros((batch, K, H, capacity), dtype), "v": jnp.zeros((batch, K, capacity, H), dtype)}
     if cross:
-        context_shape = (batch, config.n_kv_heads, context_len, config.resolved_head_dim)
-        entry["cross_k"], entry["cross_v"] = jnp.zeros(context_shape, dtype), jnp.zeros(context_shape, dtype)
+        entry["cross_k"] = jnp.zeros((batch, K, H, context_len), dtype)
+        entry["cross_v"] = jnp.zeros((batch, K, context_len, H), dtype)
     return entry
 
 
@@ -151,12 +152,27 @@ def write_slots(cache_BxCx___, new_BxTx___, slots_BxT):
     return cache_BxCx___.at[rows_Bx1, slots_BxT].set(new_BxTx___.astype(cache_BxCx___.dtype), mode="drop")
 
 
-def write_kv(cache_BxKxCxH, new_BxTxKxH, slots_BxT):
-    """A layer's key or value cache with the new tokens written at their slots (capacity: dropped)."""
+def _write_tokens(cache, new_BxTxKxH, slots_BxT, keys: bool, index=None):
+    """The new tokens' keys or values written at their slots (slots at the capacity are dropped);
+    `index` selects the layer of a stacked cache. Keys [B, K, H, C] have the slot as their last axis,
+    values [B, K, C, H] before the head dim; either way the indices broadcast to [B, K, T] and the
+    written block is [B, K, T, H]."""
     B, _, K, _ = new_BxTxKxH.shape
-    rows, heads = jnp.arange(B)[:, None, None], jnp.arange(K)[None, :, None]
-    new_BxKxTxH = new_BxTxKxH.transpose(0, 2, 1, 3).astype(cache_BxKxCxH.dtype)
-    return cache_BxKxCxH.at[rows, heads, slots_BxT[:, None, :]].set(new_BxKxTxH, mode="drop")
+    rows, heads, slots = jnp.arange(B)[:, None, None], jnp.arange(K)[None, :, None], slots_BxT[:, None, :]
+    where = (rows, heads, slice(None), slots) if keys else (rows, heads, slots)
+    if index is not None:
+        where = (index, *where)
+    return cache.at[where].set(new_BxTxKxH.transpose(0, 2, 1, 3).astype(cache.dtype), mode="drop")
+
+
+def write_keys(cache_BxKxHxC, new_BxTxKxH, slots_BxT):
+    """A layer's key cache [B, K, H, C] with the new tokens' keys [B, T, K, H] written at their slots."""
+    return _write_tokens(cache_BxKxHxC, new_BxTxKxH, slots_BxT, keys=True)
+
+
+def write_values(cache_BxKxCxH, new_BxTxKxH, slots_BxT):
+    """A layer's value cache [B, K, C, H] with the new tokens' values [B, T, K, H] written at their slots."""
+    return _write_tokens(cache_BxKxCxH, new_BxTxKxH, slots_BxT, keys=False)
 
 
 def _apply_layer_updates(caches: dict, updates: dict, index, slots_BxT, written: bool = False) -> dict:
@@ -166,13 +182,7 @@ def _apply_layer_updates(caches: dict, updates: dict, index, slots_BxT, written:
     out = dict(caches)
     for name, value in updates.items():
         if name in ("k", "v") and not written:  # the new tokens' [B, T, K, H], written in place at their slots
-            B, _, K, _ = value.shape
-            rows, heads = jnp.arange(B)[:, None, None], jnp.arange(K)[None, :, None]
-            new_BxKxTxH = value.transpose(0, 2, 1, 3).astype(caches[name].dtype)
-            if index is None:
-                out[name] = write_kv(caches[name], value, slots_BxT)
-            else:
-                out[name] = caches[name].at[index, rows, heads, slots_BxT[:, None, :]].set(new_BxKxTxH, mode="drop")
+            out[name] = _write_tokens(caches[name], value, slots_BxT, keys=name == "k", index=index)
         else:  # whole entries: an SSM state, or the cross-attention keys/values at prefill
             out[name] = jax.tree.map(put, caches[name], value)
     return out

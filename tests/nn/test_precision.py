@@ -4,7 +4,6 @@ import math
 
 import jax
 import jax.numpy as jnp
-import ml_dtypes
 import numpy as np
 import pytest
 
@@ -17,7 +16,7 @@ BF16_HALF_ULP = 2.0**-8  # round to nearest with 8 significant bits: relative er
 
 def _bf16(a: np.ndarray) -> np.ndarray:
     """`a` rounded to bfloat16, back as float64 (the values a bfloat16 operand holds)."""
-    return np.asarray(a, np.float32).astype(ml_dtypes.bfloat16).astype(np.float64)
+    return np.asarray(jnp.asarray(np.asarray(a, np.float32), jnp.bfloat16), np.float64)
 
 
 def test_float32_einsum_is_the_plain_einsum():

@@ -50,12 +50,13 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from lmx.config import ModelConfig  # noqa: E402
+from lmx.config import ModelConfig, NormConfig, PositionConfig, RopeConfig  # noqa: E402
 from lmx.interop.hf_llama import to_hf_llama  # noqa: E402
-from lmx.nn.transformer import build_model  # noqa: E402
+from lmx.nn import build_model  # noqa: E402
 
 CONFIG = ModelConfig(d_model=256, n_layers=4, n_heads=8, n_kv_heads=4, d_ff=704, vocab_size=4096, max_seq_len=512,
-                     tie_embeddings=False, rope_theta=10000.0, norm_eps=1e-5)
+                     tie_embeddings=False, position=PositionConfig(rope=RopeConfig(theta=10000.0)),
+                     norm=NormConfig(eps=1e-5))
 SIZES = {  # --size: the benchmark uses "small"; the others show how the ratio moves with model size
     "tiny": dict(d_model=128, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=352),
     "small": {},

@@ -12,7 +12,8 @@ DEFAULT_SAMPLE_BYTES = 200_000
 
 def add_tokenizer_parser(subparsers) -> None:
     """Register the `tokenizer` verb with sub-verbs `train` and `inspect` on the `lmx` subparsers."""
-    from lmx.config import NORMALIZATIONS, TOKENIZERS, DataConfig
+    from lmx.config import DataConfig
+    from lmx.registry import NORMALIZATIONS, TOKENIZERS
 
     parser = subparsers.add_parser("tokenizer", help="train or inspect a tokenizer",
                                    description="Train a tokenizer into a directory, or inspect one.")
@@ -23,7 +24,7 @@ def add_tokenizer_parser(subparsers) -> None:
                              description="Train a tokenizer on FILES (default: the embedded stdlib corpus's "
                                          "train split) and write tokenizer.json or bytes.json, kind.txt and "
                                          "fingerprint.txt into --out.")
-    train.add_argument("--kind", required=True, choices=TOKENIZERS, help="tokenizer kind")
+    train.add_argument("--kind", required=True, choices=TOKENIZERS.names(), help="tokenizer kind")
     train.add_argument("--vocab-size", type=int, required=True, help="total ids, special tokens included")
     train.add_argument("--out", required=True, help="output directory")
     train.add_argument("files", nargs="*", metavar="FILES",
@@ -34,7 +35,7 @@ def add_tokenizer_parser(subparsers) -> None:
                        help="an extra special token after <|eos|> <|pad|> <|bos|>, e.g. '<|mask|>' (repeatable)")
     train.add_argument("--num-sentinels", type=int, default=0,
                        help="span-corruption sentinels <|sentinel_0|>... (default: 0)")
-    train.add_argument("--normalization", choices=NORMALIZATIONS, default="none",
+    train.add_argument("--normalization", choices=NORMALIZATIONS.names(), default="none",
                        help="unicode normalisation applied before tokenizing (default: none)")
     train.add_argument("--json", action="store_true", help="print one JSON object")
     train.set_defaults(func=_cmd_train)

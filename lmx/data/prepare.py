@@ -111,10 +111,9 @@ def prepare_data(
         "vocab_size": tokenizer.vocab_size,
         "token_cache": str(tokens.directory),
     }
-    from lmx.config import OBJECTIVE_OF_ARCH
 
     return PreparedData(data, tokenizer, corpus.fingerprint, tokens.train, tokens.valid, stats,
-                        objective_name=OBJECTIVE_OF_ARCH[config.model.arch])
+                        objective_name=config.model.architecture.objective)
 
 
 def check_tokenizer(tokenizer: Tokenizer, config: Config) -> None:

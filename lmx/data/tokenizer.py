@@ -12,7 +12,8 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from lmx.config import NORMALIZATIONS, TOKENIZERS, DataConfig
+from lmx import registry
+from lmx.config import DataConfig
 from lmx.data.bpe_tokenizer import ByteBPETokenizer
 from lmx.data.byte_tokenizer import BytesTokenizer
 from lmx.data.cache import atomic_directory, cache_key, cache_root
@@ -31,14 +32,13 @@ from lmx.data.tokenizer_base import FINGERPRINT_FILE, KIND_FILE, Tokenizer
 from lmx.errors import ConfigError, DataError
 
 # Kinds lmx trains (data.tokenizer values).
-TOKENIZER_KINDS: dict[str, type[Tokenizer]] = {
+TOKENIZER_KINDS = registry.TOKENIZERS.register_all({
     "byte_bpe": ByteBPETokenizer,
     "bytes": BytesTokenizer,
     "bpe": BPETokenizer,
     "wordpiece": WordPieceTokenizer,
     "unigram": UnigramTokenizer,
-}
-assert set(TOKENIZER_KINDS) == set(TOKENIZERS), "lmx.config.TOKENIZERS and the tokenizer registry disagree"
+})
 # Kinds read from existing files (data.tokenizer = "file:PATH").
 EXTERNAL_TOKENIZERS: dict[str, type[Tokenizer]] = {
     "hf_json": ExternalHFTokenizer,
@@ -67,10 +67,7 @@ def train_tokenizer(
         raise ConfigError(
             f"data.tokenizer: unknown value {kind!r}; choose one of {', '.join(TOKENIZER_KINDS)} or file:PATH"
         )
-    if normalization not in NORMALIZATIONS:
-        raise ConfigError(
-            f"data.normalization: unknown value {normalization!r}; choose one of {', '.join(NORMALIZATIONS)}"
-        )
+    registry.NORMALIZATIONS.check(normalization, "data.normalization")
     options = {"special_tokens": tuple(special_tokens), "num_sentinels": num_sentinels,
                "normalization": normalization}
     if kind == "bytes":

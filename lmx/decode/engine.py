@@ -94,9 +94,9 @@ def context_length(config, context_len: int | None) -> int:
     context_len = config.max_seq_len if context_len is None else int(context_len)
     if context_len < 1:
         raise ConfigError(f"context_len must be >= 1, got {context_len}")
-    if context_len > config.max_seq_len and config.position in TABLE_POSITIONS:
+    if context_len > config.max_seq_len and config.position.kind in TABLE_POSITIONS:
         raise ConfigError(f"context_len={context_len} exceeds model.max_seq_len={config.max_seq_len}, the size of "
-                          f"the trained position table (position={config.position})")
+                          f"the trained position table (position={config.position.kind})")
     return context_len
 
 

@@ -47,20 +47,28 @@ from flax import nnx
 
 from lmx.config import ModelConfig
 from lmx.errors import ConfigError
+from lmx.nn.architectures import build_model
 
 # (field, required value) of a Llama-shaped ModelConfig, checked in this order.
-LLAMA_SETTINGS = (
-    ("arch", "decoder"), ("position", "rope"), ("rope_layout", "half"), ("rope_fraction", 1.0),
-    ("norm", "rmsnorm"), ("norm_position", "pre"), ("ffn", "swiglu"), ("qk_norm", False),
+LLAMA_SETTINGS = (  # dotted keys under model.
+    ("arch", "decoder"), ("position.kind", "rope"), ("position.rope.layout", "half"), ("position.rope.fraction", 1.0),
+    ("norm.kind", "rmsnorm"), ("norm.placement", "pre"), ("ffn.activation", "swiglu"), ("attention.qk_norm", False),
     ("logit_soft_cap", 0.0), ("scale_embeddings", False), ("layer_pattern", "A"),
-    ("attention_kind", "softmax"), ("attention_pattern", "dense"), ("rope_scaling", None),
+    ("attention.kind", "softmax"), ("attention.pattern", "dense"), ("rope_scaling", None),
 )
+
+
+def _get(config: ModelConfig, dotted: str):
+    value = config
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
 
 
 def check_llama_compatible(config: ModelConfig) -> None:
     """Raise ConfigError naming the first setting that a Hugging Face Llama cannot express."""
     for field, required in LLAMA_SETTINGS:
-        value = getattr(config, field)
+        value = _get(config, field)
         if value != required:
             raise ConfigError(f"model.{field}: {field}={value!r} has no Hugging Face Llama equivalent; "
                               f"Llama interop needs {field}={required!r}")
@@ -75,14 +83,14 @@ def to_hf_llama_config(config: ModelConfig, **hf_kwargs: Any):
         vocab_size=config.vocab_size, hidden_size=config.d_model, intermediate_size=config.resolved_d_ff,
         num_hidden_layers=config.n_layers, num_attention_heads=config.n_heads,
         num_key_value_heads=config.n_kv_heads, head_dim=config.resolved_head_dim, hidden_act="silu",
-        rms_norm_eps=config.norm_eps, max_position_embeddings=config.max_seq_len,
+        rms_norm_eps=config.norm.eps, max_position_embeddings=config.max_seq_len,
         tie_word_embeddings=config.tie_embeddings, attention_bias=False, mlp_bias=False,
         bos_token_id=None, eos_token_id=None, pad_token_id=None,
     )
     if "rope_parameters" in LlamaConfig().to_dict():  # transformers >= 5
-        kwargs["rope_parameters"] = {"rope_type": "default", "rope_theta": float(config.rope_theta)}
+        kwargs["rope_parameters"] = {"rope_type": "default", "rope_theta": float(config.position.rope.theta)}
     else:
-        kwargs["rope_theta"] = float(config.rope_theta)
+        kwargs["rope_theta"] = float(config.position.rope.theta)
     kwargs.update(hf_kwargs)
     return LlamaConfig(**kwargs)
 
@@ -99,7 +107,8 @@ def _hf_rope_theta(hf_config) -> float:
 
 
 def from_hf_llama_config(hf_config, **overrides: Any) -> ModelConfig:
-    """The lmx ModelConfig of a `transformers.LlamaConfig`; `overrides` are ModelConfig fields."""
+    """The lmx ModelConfig of a `transformers.LlamaConfig`; `overrides` are ModelConfig keys
+    (dotted or with `__`, as in `ModelConfig.replace`)."""
     for name, required in (("hidden_act", "silu"), ("attention_bias", False), ("mlp_bias", False)):
         value = getattr(hf_config, name, required)
         if value != required:
@@ -111,12 +120,12 @@ def from_hf_llama_config(hf_config, **overrides: Any) -> ModelConfig:
         n_kv_heads=hf_config.num_key_value_heads or n_heads,
         head_dim=0 if head_dim * n_heads == d_model else head_dim,
         d_ff=hf_config.intermediate_size, vocab_size=hf_config.vocab_size,
-        max_seq_len=hf_config.max_position_embeddings, position="rope", rope_theta=_hf_rope_theta(hf_config),
-        rope_layout="half", rope_fraction=1.0, ffn="swiglu", norm="rmsnorm", norm_eps=float(hf_config.rms_norm_eps),
-        norm_position="pre", tie_embeddings=bool(hf_config.tie_word_embeddings),
+        max_seq_len=hf_config.max_position_embeddings, tie_embeddings=bool(hf_config.tie_word_embeddings),
     )
-    fields.update(overrides)
-    config = ModelConfig(**fields)
+    config = ModelConfig(**fields).replace(**{
+        "position.kind": "rope", "position.rope.theta": _hf_rope_theta(hf_config), "position.rope.layout": "half",
+        "position.rope.fraction": 1.0, "ffn.activation": "swiglu", "norm.kind": "rmsnorm",
+        "norm.eps": float(hf_config.rms_norm_eps), "norm.placement": "pre"}).replace(**overrides)
     check_llama_compatible(config)
     return config
 
@@ -193,9 +202,8 @@ def to_hf_llama(model, **hf_kwargs: Any):
 
 def from_hf_llama(hf_model, **overrides: Any):
     """(ModelConfig, lmx Transformer) from a `transformers.LlamaForCausalLM` (or anything with `.config`
-    and `.state_dict()` in its layout); `overrides` are ModelConfig fields (attention_impl, dtypes, ...)."""
-    from lmx.nn.transformer import build_model
-
+    and `.state_dict()` in its layout); `overrides` as in `from_hf_llama_config`
+    (attention__kernel, dtypes, ...)."""
     config = from_hf_llama_config(hf_model.config, **overrides)
     hf = {name: t.detach().to("cpu").float().numpy() for name, t in hf_model.state_dict().items()}
     # Built abstractly (shapes only, no random init): every parameter is overwritten below.

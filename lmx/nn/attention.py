@@ -27,13 +27,18 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from lmx import registry
 from lmx.nn import attention_kernels, precision
 from lmx.nn import masks as mask_lib
 from lmx.nn.params import constant_param, dtype_of, normal_param
 from lmx.nn.position_bias import ShawRelative
 from lmx.nn.rotary import apply_rotary
 
-ATTENTION_IMPLS = {name: name for name in ("plain", "xla", "cudnn", "splash", "auto")}
+ATTENTION_IMPLS = registry.ATTENTION_KERNELS
+ATTENTION_KINDS = registry.ATTENTION_KINDS.register_all({
+    "softmax": "softmax(q k^T / sqrt(H) + bias) v (lmx.nn.attention_kernels)",
+    "linear": "phi(q) (phi(k)^T v) (lmx.nn.linear_attention)",
+})
 ROTARY_POSITIONS = ("rope", "xpos")
 
 

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lmx import registry
 from lmx.errors import ConfigError
 
 log = logging.getLogger("lmx.attention")
@@ -189,3 +190,7 @@ def choose_kernel(impl: str, request: Request, backend: str | None = None, allow
 
 def dense_mask(mask_BxHxLxS) -> np.ndarray:
     return np.asarray(mask_BxHxLxS)
+
+
+# model.attention.kernel -> the kernel function; "auto" resolves per backend and request (choose_kernel)
+ATTENTION_KERNELS = registry.ATTENTION_KERNELS.register_all({**KERNELS, "auto": choose_kernel})

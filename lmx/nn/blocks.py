@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from lmx import registry
 from lmx.config import ModelConfig
 from lmx.nn.attention import Attention
 from lmx.nn.attention_kernels import keys_transposed
@@ -29,7 +30,7 @@ from lmx.nn.mlp import MLP
 from lmx.nn.norms import NORMS
 from lmx.nn.params import constant_param
 
-MIXER_NAMES = {"A": "attn", "M": "ssm"}  # attribute names of the token mixer by layer type
+MIXER_NAMES = registry.LAYER_TYPES.register_all({"A": "attn", "M": "ssm"})  # attribute names of the token mixer
 
 
 @dataclasses.dataclass
@@ -64,64 +65,79 @@ def deepnorm_constants(arch: str, n_encoder: int, n_decoder: int, part: str) -> 
     return (2 * n) ** 0.25, (8 * n) ** -0.25
 
 
+def _small_init(config: ModelConfig) -> tuple[float, float]:  # Nguyen & Salazar 2019: sqrt(2 / (5 d))
+    std = math.sqrt(2 / (5 * config.d_model))
+    return std, std
+
+
+def _scaled_init(config: ModelConfig) -> tuple[float, float]:
+    """GPT-2: projections that write into the residual stream get std / sqrt(2 n_layers)."""
+    return config.init_std, config.init_std / math.sqrt(2 * config.n_layers)
+
+
+# model.init -> config -> (std of the projections, std of those writing into the residual stream)
+INITS = registry.INITS.register_all({
+    "scaled": _scaled_init,
+    "normal": lambda config: (config.init_std, config.init_std),
+    "small": _small_init,
+})
+
+
 def init_stds(config: ModelConfig, beta: float) -> dict:
     """Initial standard deviations of the projections by `model.init` (and DeepNorm's beta)."""
-    if config.init == "small":  # Nguyen & Salazar 2019: sqrt(2 / (5 d))
-        base = math.sqrt(2 / (5 * config.d_model))
-        out = base
-    elif config.init == "normal":
-        base = out = config.init_std
-    else:  # scaled: GPT-2 residual scaling of the projections that write into the residual stream
-        base, out = config.init_std, config.init_std / math.sqrt(2 * config.n_layers)
+    base, out = INITS[config.init](config)
     return {"init_std": base, "value_std": base * beta, "out_std": out * beta, "ffn_std": base * beta}
+
+
+# model.norm.placement -> how a sublayer f joins the residual stream x (norm: the sublayer's norm)
+NORM_PLACEMENTS = registry.NORM_PLACEMENTS.register_all({
+    "pre": lambda block, x, f, norm: x + f(norm(x)),
+    "post": lambda block, x, f, norm: norm(x + f(x)),
+    "deepnorm": lambda block, x, f, norm: norm(x * block.alpha + f(x)),
+    "rezero": lambda block, x, f, norm: x + block.gate[...].astype(x.dtype) * f(x),
+})
 
 
 class Block(nnx.Module):
     def __init__(self, config: ModelConfig, *, layer_type: str = "A", cross: bool = False,
                  deepnorm: tuple[float, float] = (1.0, 1.0), rngs: nnx.Rngs):
-        self.placement = config.norm_position
+        self.placement = config.norm.placement
         self.alpha = deepnorm[0] if self.placement == "deepnorm" else 1.0
         stds = init_stds(config, deepnorm[1] if self.placement == "deepnorm" else 1.0)
         common = dict(param_dtype=config.param_dtype, compute_dtype=config.compute_dtype, rngs=rngs)
         attention = dict(
-            n_kv_heads=config.n_kv_heads, head_dim=config.resolved_head_dim, rope_theta=config.rope_theta,
-            rope_layout=config.rope_layout, rope_fraction=config.rope_fraction,
-            xpos_scale_base=config.xpos_scale_base, shaw_max_distance=config.shaw_max_distance,
-            impl=config.attention_impl, qk_norm=config.qk_norm, norm_eps=config.norm_eps,
+            n_kv_heads=config.n_kv_heads, head_dim=config.resolved_head_dim, rope_theta=config.position.rope.theta,
+            rope_layout=config.position.rope.layout, rope_fraction=config.position.rope.fraction,
+            xpos_scale_base=config.position.xpos.scale_base, shaw_max_distance=config.position.shaw.max_distance,
+            impl=config.attention.kernel, qk_norm=config.attention.qk_norm, norm_eps=config.norm.eps,
             init_std=stds["init_std"], value_std=stds["value_std"], out_std=stds["out_std"], **common,
         )
         self.layer_type = layer_type
         self.mixer_name = MIXER_NAMES[layer_type]
         if layer_type == "A":
-            mixer = Attention(config.d_model, config.n_heads, position=config.position,
-                              kind=config.attention_kind, feature_map=config.linear_feature_map, **attention)
+            mixer = Attention(config.d_model, config.n_heads, position=config.position.kind,
+                              kind=config.attention.kind, feature_map=config.attention.feature_map, **attention)
         else:
             from lmx.nn.ssm import SelectiveSSM
 
-            mixer = SelectiveSSM(config.d_model, config.ssm_state, config.ssm_expand, config.ssm_conv,
+            mixer = SelectiveSSM(config.d_model, config.ssm.state, config.ssm.expand, config.ssm.conv,
                                  init_std=stds["init_std"], out_std=stds["out_std"], **common)
         setattr(self, self.mixer_name, mixer)
         self.cross_attn = Attention(config.d_model, config.n_heads, position="none", cross=True, **attention) \
             if cross else None
-        self.mlp = MLP(config.d_model, config.resolved_d_ff, config.ffn, init_std=stds["ffn_std"],
+        self.mlp = MLP(config.d_model, config.resolved_d_ff, config.ffn.activation, init_std=stds["ffn_std"],
                        out_std=stds["out_std"] if self.placement != "deepnorm" else stds["ffn_std"], **common)
         if self.placement == "rezero":
             self.gate = constant_param(0.0, (), (), config.param_dtype)
         else:
-            norm = NORMS[config.norm]
-            kwargs = dict(use_bias=config.norm_bias, param_dtype=config.param_dtype, rngs=rngs)
-            setattr(self, f"{self.mixer_name}_norm", norm(config.d_model, config.norm_eps, **kwargs))
-            self.cross_norm = norm(config.d_model, config.norm_eps, **kwargs) if cross else None
-            self.mlp_norm = norm(config.d_model, config.norm_eps, **kwargs)
+            norm = NORMS[config.norm.kind]
+            kwargs = dict(use_bias=config.norm.bias, param_dtype=config.param_dtype, rngs=rngs)
+            setattr(self, f"{self.mixer_name}_norm", norm(config.d_model, config.norm.eps, **kwargs))
+            self.cross_norm = norm(config.d_model, config.norm.eps, **kwargs) if cross else None
+            self.mlp_norm = norm(config.d_model, config.norm.eps, **kwargs)
 
     def _residual(self, x, f, norm):
-        if self.placement == "pre":
-            return x + f(norm(x))
-        if self.placement == "post":
-            return norm(x + f(x))
-        if self.placement == "deepnorm":
-            return norm(x * self.alpha + f(x))
-        return x + self.gate[...].astype(x.dtype) * f(x)  # rezero
+        return NORM_PLACEMENTS[self.placement](self, x, f, norm)
 
     def _mix(self, x, inputs: LayerInputs):
         mixer = getattr(self, self.mixer_name)

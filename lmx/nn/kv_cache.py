@@ -58,18 +58,18 @@ class DecodeCache:
 def cache_capacity(config: ModelConfig, total_len: int, ring: bool = True) -> int:
     """Slots needed for sequences of up to `total_len` tokens: the window for sliding-window
     attention (a ring buffer, unless `ring=False`), else `total_len`."""
-    if ring and config.attention_pattern == "sliding_window":
-        return min(config.window, total_len)
+    if ring and config.attention.pattern == "sliding_window":
+        return min(config.attention.window, total_len)
     return total_len
 
 
 def _layer_cache(config: ModelConfig, layer_type: str, batch: int, capacity: int, context_len: int,
                  cross: bool, dtype) -> dict:
     if layer_type == "M":
-        inner = config.ssm_expand * config.d_model
-        return {"ssm": SSMCache(conv_BxKm1xE=jnp.zeros((batch, config.ssm_conv - 1, inner), jnp.float32),
-                                ssm_BxExN=jnp.zeros((batch, inner, config.ssm_state), jnp.float32))}
-    if config.attention_kind == "linear":  # the recurrent state of linear attention: O(1) per token
+        inner = config.ssm.expand * config.d_model
+        return {"ssm": SSMCache(conv_BxKm1xE=jnp.zeros((batch, config.ssm.conv - 1, inner), jnp.float32),
+                                ssm_BxExN=jnp.zeros((batch, inner, config.ssm.state), jnp.float32))}
+    if config.attention.kind == "linear":  # the recurrent state of linear attention: O(1) per token
         N, H = config.n_heads, config.resolved_head_dim
         return {"S": jnp.zeros((batch, N, H, H), jnp.float32), "z": jnp.zeros((batch, N, H), jnp.float32)}
     K, H = config.n_kv_heads, config.resolved_head_dim

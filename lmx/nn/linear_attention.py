@@ -29,18 +29,17 @@ compatibility and ignored).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from lmx import registry
 from lmx.nn.attention import Attention
 
-FEATURE_MAPS: dict[str, Callable[[jax.Array], jax.Array]] = {
+FEATURE_MAPS = registry.LINEAR_FEATURE_MAPS.register_all({
     "elu1": lambda x: jax.nn.elu(x) + 1.0,
     "relu": jax.nn.relu,
-}
+})
 
 
 def _features(

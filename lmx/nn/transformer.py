@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from lmx import registry
 from lmx.config import ModelConfig
 from lmx.nn import masks as mask_lib
 from lmx.nn.absolute_positions import BaseNPositions, LearnedPositions, Sinusoidal
@@ -45,7 +46,7 @@ ABSOLUTE_POSITIONS = {
     "sinusoidal": lambda c, rngs: Sinusoidal(c.d_model),
     "learned": lambda c, rngs: LearnedPositions(c.max_seq_len, c.d_model, init_std=c.init_std,
                                                 param_dtype=c.param_dtype, rngs=rngs),
-    "base_n": lambda c, rngs: BaseNPositions(c.max_seq_len, c.d_model, c.position_base, init_std=c.init_std,
+    "base_n": lambda c, rngs: BaseNPositions(c.max_seq_len, c.d_model, c.position.base_n.base, init_std=c.init_std,
                                              param_dtype=c.param_dtype, rngs=rngs),
 }
 
@@ -63,7 +64,7 @@ class _Embedding(nnx.Module):
         self.config = config
         self.embed = normal_param(rngs, (config.vocab_size, config.d_model), ("vocab", "embed"),
                                   config.init_std, config.param_dtype)
-        make_positions = ABSOLUTE_POSITIONS.get(config.position)
+        make_positions = ABSOLUTE_POSITIONS.get(config.position.kind)
         self.positions = make_positions(config, rngs) if make_positions else None
         if not config.tie_embeddings:
             self.unembed = normal_param(rngs, (config.d_model, config.vocab_size), ("embed", "vocab"),
@@ -137,10 +138,10 @@ class PositionBias(nnx.Module):
     """The logit bias of ALiBi (fixed slopes) or T5 (one learned table shared by all layers)."""
 
     def __init__(self, config: ModelConfig, *, bidirectional: bool, rngs: nnx.Rngs):
-        self.kind = config.position
+        self.kind = config.position.kind
         self.bidirectional = bidirectional
         if self.kind == "t5":
-            self.t5 = T5RelativeBias(config.n_heads, config.t5_num_buckets, config.t5_max_distance,
+            self.t5 = T5RelativeBias(config.n_heads, config.position.t5.num_buckets, config.position.t5.max_distance,
                                      bidirectional=bidirectional, init_std=config.init_std, rngs=rngs)
         self.slopes = tuple(float(s) for s in alibi_slopes(config.n_heads)) if self.kind == "alibi" else None
 
@@ -151,15 +152,9 @@ class PositionBias(nnx.Module):
 
 
 def _causal_mask(config: ModelConfig, q_positions_BxL, k_positions_BxS=None):
-    """Mask and kernel hint for a causal stack by `attention_pattern` (keys default to the queries)."""
+    """Mask and kernel hint for a causal stack by `attention.pattern` (keys default to the queries)."""
     k_positions_BxS = q_positions_BxL if k_positions_BxS is None else k_positions_BxS
-    if config.attention_pattern == "sliding_window":
-        return mask_lib.sliding_window(q_positions_BxL, k_positions_BxS, config.window), "sliding_window"
-    if config.attention_pattern == "block_sparse":
-        mask = mask_lib.block_sparse(q_positions_BxL, k_positions_BxS, config.window, config.sparse_stride,
-                                     config.global_tokens)
-        return mask, "dynamic"
-    return mask_lib.causal(q_positions_BxL, k_positions_BxS), "causal"
+    return mask_lib.ATTENTION_PATTERNS[config.attention.pattern](q_positions_BxL, k_positions_BxS, config.attention)
 
 
 def _extend_inputs(cache: DecodeCache, positions_BxT, valid_BxT, fresh: bool, mask_fn, bias_fn, ring_possible: bool,
@@ -190,9 +185,9 @@ def _gather_rows(h_BxTxD, index_B):
 
 
 def _final_norm(config: ModelConfig, rngs):
-    if config.norm_position != "pre":  # post-norm/DeepNorm outputs are already normalised; ReZero has none
+    if config.norm.placement != "pre":  # post-norm/DeepNorm outputs are already normalised; ReZero has none
         return None
-    return NORMS[config.norm](config.d_model, config.norm_eps, use_bias=config.norm_bias,
+    return NORMS[config.norm.kind](config.d_model, config.norm.eps, use_bias=config.norm.bias,
                               param_dtype=config.param_dtype, rngs=rngs)
 
 
@@ -207,7 +202,7 @@ class Transformer(_Embedding):
         self.blocks = make_stack(config, config.n_layers, deepnorm=deepnorm, rngs=rngs)
         self.final_norm = _final_norm(config, rngs)
         self.position_bias = PositionBias(config, bidirectional=config.arch == "encoder", rngs=rngs) \
-            if config.position in ("alibi", "t5") else None
+            if config.position.kind in ("alibi", "t5") else None
 
     def _inputs(self, positions_BxL, segment_ids_BxL, prefix_len_B, valid_BxL) -> LayerInputs:
         config = self.config
@@ -225,7 +220,7 @@ class Transformer(_Embedding):
             mask, kind = mask_lib.combine(mask, mask_lib.padding(valid_BxL)), "dynamic"
         bias = self.position_bias(positions_BxL, positions_BxL) if self.position_bias is not None else None
         return LayerInputs(positions=positions_BxL, segment_ids=segment_ids_BxL, mask=mask, bias=bias,
-                           causal=self.causal, mask_kind=kind, window=config.window, valid=valid_BxL)
+                           causal=self.causal, mask_kind=kind, window=config.attention.window, valid=valid_BxL)
 
     def hidden_states(self, tokens_BxL, positions_BxL=None, segment_ids_BxL=None, prefix_len_B=None,
                       valid_BxL=None):
@@ -262,18 +257,24 @@ class Transformer(_Embedding):
         else:
             mask_fn = lambda q, k: _causal_mask(config, q, k)[0]
         inputs, positions_BxC = _extend_inputs(cache, positions_BxT, valid_BxT, fresh, mask_fn, self.position_bias,
-                                               config.attention_pattern == "sliding_window")
+                                               config.attention.pattern == "sliding_window")
         return self._extend_stack(self.blocks, self.final_norm, tokens_BxT, positions_BxT, inputs, cache,
                                   positions_BxC, logits_at_B, layers)
 
     def sentence_embedding(self, tokens_BxL, valid_BxL=None, pooling: str | None = None):
         """[B, D] float32: the mean of the final states over real tokens, or the first token's state."""
-        pooling = pooling or self.config.pooling
         h = self.hidden_states(tokens_BxL, valid_BxL=valid_BxL).astype(jnp.float32)
-        if pooling == "first":
-            return h[:, 0]
-        weights = jnp.ones(tokens_BxL.shape, jnp.float32) if valid_BxL is None else valid_BxL.astype(jnp.float32)
-        return (h * weights[..., None]).sum(1) / jnp.maximum(weights.sum(1, keepdims=True), 1.0)
+        valid_BxL = jnp.ones(tokens_BxL.shape, bool) if valid_BxL is None else valid_BxL
+        return POOLINGS[pooling or self.config.pooling](h, valid_BxL)
+
+
+def _mean_pool(h_BxLxD, valid_BxL):
+    weights = valid_BxL.astype(jnp.float32)
+    return (h_BxLxD * weights[..., None]).sum(1) / jnp.maximum(weights.sum(1, keepdims=True), 1.0)
+
+
+# model.pooling -> (final states [B, L, D] float32, valid [B, L]) -> sentence embedding [B, D]
+POOLINGS = registry.POOLINGS.register_all({"mean": _mean_pool, "first": lambda h_BxLxD, valid_BxL: h_BxLxD[:, 0]})
 
 
 class EncoderDecoder(_Embedding):
@@ -288,7 +289,7 @@ class EncoderDecoder(_Embedding):
                                   deepnorm=deepnorm_constants("encoder_decoder", n_enc, n_dec, "decoder"), rngs=rngs)
         self.encoder_norm = _final_norm(config, rngs)
         self.decoder_norm = _final_norm(config, rngs)
-        relative = config.position in ("alibi", "t5")
+        relative = config.position.kind in ("alibi", "t5")
         self.encoder_bias = PositionBias(config, bidirectional=True, rngs=rngs) if relative else None
         self.decoder_bias = PositionBias(config, bidirectional=False, rngs=rngs) if relative else None
 
@@ -331,10 +332,3 @@ class EncoderDecoder(_Embedding):
     def __call__(self, encoder_tokens_BxS, decoder_tokens_BxL, encoder_valid_BxS=None):
         return self.decode(decoder_tokens_BxL, self.encode(encoder_tokens_BxS, encoder_valid_BxS), encoder_valid_BxS)
 
-
-MODELS = {"decoder": Transformer, "prefix_lm": Transformer, "encoder": Transformer, "encoder_decoder": EncoderDecoder}
-
-
-def build_model(config: ModelConfig, *, rngs: nnx.Rngs) -> nnx.Module:
-    """The model class of `config.arch`, initialised from `rngs`."""
-    return MODELS[config.arch](config, rngs=rngs)

@@ -98,9 +98,9 @@ def sharding_report(config: Config, n_devices: int | None = None) -> dict:
         "bytes_per_device": {**totals, "total": totals["params"] + totals["opt_state"]},
         "bytes_global": {**global_totals, "total": global_totals["params"] + global_totals["opt_state"]},
         "attention_impl": {
-            "config": config.model.attention_impl,
+            "config": config.model.attention.kernel,
             "backend": backend,
-            "runs": resolve_attention_impl(config.model.attention_impl, config.model.compute_dtype, backend),
+            "runs": resolve_attention_impl(config.model.attention.kernel, config.model.compute_dtype, backend),
         },
     }
 
@@ -111,7 +111,7 @@ def attention_kernel(config: Config, backend: str | None = None) -> str:
     from lmx.nn.attention import resolve_attention_impl
 
     backend = backend or jax.default_backend()
-    impl = config.model.attention_impl
+    impl = config.model.attention.kernel
     try:
         runs = resolve_attention_impl(impl, config.model.compute_dtype, backend)
     except ConfigError as exc:

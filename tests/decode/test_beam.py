@@ -18,7 +18,7 @@ from lmx.decode import text
 from lmx.decode.beam import beam_search
 from lmx.decode.engine import generate_tokens
 from lmx.errors import ConfigError
-from lmx.nn.transformer import build_model
+from lmx.nn import build_model
 from tests.nn.helpers import tiny_config
 
 V = 5

@@ -19,7 +19,7 @@ from lmx.decode.engine import generate_tokens
 from lmx.decode.logits import SamplingConfig, warp_logits
 from lmx.decode.speculative import speculative_generate
 from lmx.errors import ConfigError
-from lmx.nn.transformer import build_model
+from lmx.nn import build_model
 from tests.nn.helpers import tiny_config
 
 PROMPTS = [[11, 42, 7, 250, 99], [3, 180, 64]]  # different lengths

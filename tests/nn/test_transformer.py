@@ -77,7 +77,7 @@ def test_residual_output_projections_are_scaled():
         assert abs(float(jnp.std(p[...])) / 0.05 - 1) < 0.1
 
 
-@pytest.mark.parametrize("overrides", [{}, {"tie_embeddings": False, "norm": "layernorm", "ffn": "gelu"}])
+@pytest.mark.parametrize("overrides", [{}, {"tie_embeddings": False, "norm__kind": "layernorm", "ffn__activation": "gelu"}])
 def test_scan_equals_unrolled(overrides):
     scanned = build(tiny_config(scan_layers=True, **overrides))
     unrolled = build(tiny_config(scan_layers=False, **overrides))
@@ -150,7 +150,7 @@ def test_tied_and_untied_output():
 
 
 def test_no_position_variant_runs():
-    model = build(tiny_config(position="none", n_kv_heads=1))
+    model = build(tiny_config(position__kind="none", n_kv_heads=1))
     logits = model(random_tokens(9, 1, 8, model.config.vocab_size))
     assert logits.shape == (1, 8, model.config.vocab_size)
 

@@ -50,5 +50,5 @@ def test_cli_info_sharding(capsys):
 
 
 def test_cli_info_names_the_attention_kernel(capsys):
-    assert main(["info", "--config", "tiny", "--json", "--set", "model.attention_impl=auto"]) == 0
-    assert json.loads(capsys.readouterr().out)["attention_kernel"] == "xla (model.attention_impl=auto on cpu)"
+    assert main(["info", "--config", "tiny", "--json", "--set", "model.attention.kernel=auto"]) == 0
+    assert json.loads(capsys.readouterr().out)["attention_kernel"] == "xla (model.attention.kernel=auto on cpu)"

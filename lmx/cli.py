@@ -123,7 +123,7 @@ def _cmd_info(args) -> int:
     }
     from lmx.parallel.report import attention_kernel
 
-    info["attention_kernel"] = attention_kernel(config)  # what model.attention_impl runs on this machine
+    info["attention_kernel"] = attention_kernel(config)  # what model.attention.kernel runs on this machine
     if args.json:
         print(json.dumps(info))
     else:

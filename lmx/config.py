@@ -362,7 +362,8 @@ class ModelConfig:
 
     @property
     def is_causal(self) -> bool:
-        return self.architecture.causal
+        """The (only) stack attends causally: decoder, prefix-LM (an encoder-decoder has one stack of each)."""
+        return self.architecture.causal and not self.architecture.has_cross_attention
 
 
 @dataclasses.dataclass(frozen=True)

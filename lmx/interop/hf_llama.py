@@ -11,15 +11,15 @@ are [out, in], so every lmx [in.., out..] matrix is flattened and transposed):
 
     lmx                              shape       HF (float32)                                     shape
     embed                            [V, D]      model.embed_tokens.weight                        [V, D]
-    blocks.attn_norm.scale[i]        [D]         model.layers.{i}.input_layernorm.weight          [D]
-    blocks.attn.query[i]             [D, N, H]   model.layers.{i}.self_attn.q_proj.weight         [N*H, D]
-    blocks.attn.key[i]               [D, K, H]   model.layers.{i}.self_attn.k_proj.weight         [K*H, D]
-    blocks.attn.value[i]             [D, K, H]   model.layers.{i}.self_attn.v_proj.weight         [K*H, D]
-    blocks.attn.out[i]               [N, H, D]   model.layers.{i}.self_attn.o_proj.weight         [D, N*H]
-    blocks.mlp_norm.scale[i]         [D]         model.layers.{i}.post_attention_layernorm.weight [D]
-    blocks.mlp.gate[i]               [D, F]      model.layers.{i}.mlp.gate_proj.weight            [F, D]
-    blocks.mlp.up[i]                 [D, F]      model.layers.{i}.mlp.up_proj.weight              [F, D]
-    blocks.mlp.down[i]               [F, D]      model.layers.{i}.mlp.down_proj.weight            [D, F]
+    blocks.mixer_norm.scale[i]       [D]         model.layers.{i}.input_layernorm.weight          [D]
+    blocks.mixer.query[i]            [D, N, H]   model.layers.{i}.self_attn.q_proj.weight         [N*H, D]
+    blocks.mixer.key[i]              [D, K, H]   model.layers.{i}.self_attn.k_proj.weight         [K*H, D]
+    blocks.mixer.value[i]            [D, K, H]   model.layers.{i}.self_attn.v_proj.weight         [K*H, D]
+    blocks.mixer.out[i]              [N, H, D]   model.layers.{i}.self_attn.o_proj.weight         [D, N*H]
+    blocks.ffn_norm.scale[i]         [D]         model.layers.{i}.post_attention_layernorm.weight [D]
+    blocks.ffn.gate[i]               [D, F]      model.layers.{i}.mlp.gate_proj.weight            [F, D]
+    blocks.ffn.up[i]                 [D, F]      model.layers.{i}.mlp.up_proj.weight              [F, D]
+    blocks.ffn.down[i]               [F, D]      model.layers.{i}.mlp.down_proj.weight            [D, F]
     final_norm.scale                 [D]         model.norm.weight                                [D]
     unembed (untied only)            [D, V]      lm_head.weight (tied: shares embed_tokens)       [V, D]
 
@@ -133,11 +133,11 @@ def from_hf_llama_config(hf_config, **overrides: Any) -> ModelConfig:
 def _layer_names(i: int) -> dict[tuple[str, ...], str]:
     """lmx parameter path (under blocks, without the layer index) -> HF name of layer i."""
     p = f"model.layers.{i}."
-    return {("attn_norm", "scale"): p + "input_layernorm.weight", ("attn", "query"): p + "self_attn.q_proj.weight",
-            ("attn", "key"): p + "self_attn.k_proj.weight", ("attn", "value"): p + "self_attn.v_proj.weight",
-            ("attn", "out"): p + "self_attn.o_proj.weight", ("mlp_norm", "scale"): p + "post_attention_layernorm.weight",
-            ("mlp", "gate"): p + "mlp.gate_proj.weight", ("mlp", "up"): p + "mlp.up_proj.weight",
-            ("mlp", "down"): p + "mlp.down_proj.weight"}
+    return {("mixer_norm", "scale"): p + "input_layernorm.weight", ("mixer", "query"): p + "self_attn.q_proj.weight",
+            ("mixer", "key"): p + "self_attn.k_proj.weight", ("mixer", "value"): p + "self_attn.v_proj.weight",
+            ("mixer", "out"): p + "self_attn.o_proj.weight", ("ffn_norm", "scale"): p + "post_attention_layernorm.weight",
+            ("ffn", "gate"): p + "mlp.gate_proj.weight", ("ffn", "up"): p + "mlp.up_proj.weight",
+            ("ffn", "down"): p + "mlp.down_proj.weight"}
 
 
 def _to_hf_matrix(key: tuple[str, ...], w: np.ndarray) -> np.ndarray:
@@ -146,14 +146,14 @@ def _to_hf_matrix(key: tuple[str, ...], w: np.ndarray) -> np.ndarray:
         return w.reshape(w.shape[0], -1).T
     if key[1] == "out":  # [N, H, D] -> [D, N*H]
         return w.reshape(-1, w.shape[-1]).T
-    if key[0] == "mlp":  # [D, F] / [F, D] -> transposed
+    if key[0] == "ffn":  # [D, F] / [F, D] -> transposed
         return w.T
     return w
 
 
 def _from_hf_matrix(key: tuple[str, ...], w: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """The inverse of `_to_hf_matrix`: an HF weight -> one layer's lmx array of `shape`."""
-    if key[1] in ("query", "key", "value", "out") or key[0] == "mlp":
+    if key[1] in ("query", "key", "value", "out") or key[0] == "ffn":
         w = w.T
     if w.size != int(np.prod(shape)):
         raise ConfigError(f"{'.'.join(key)}: Hugging Face weight of {w.size} values does not fit lmx shape {shape}")

@@ -8,9 +8,9 @@ names (see `logical_partition_specs`). Registries map config names to implementa
 
 from lmx.nn.accounting import flops_per_token, matmul_params, param_count
 from lmx.nn.architectures import ARCHITECTURES, Architecture, build_model
-from lmx.nn.attention import ATTENTION_IMPLS, Attention, segment_mask
-from lmx.nn.blocks import LayerInputs, deepnorm_constants
-from lmx.nn.linear_attention import LinearAttention
+from lmx.nn.attention import ATTENTION_IMPLS, Attention, LinearAttention, segment_mask
+from lmx.nn.blocks import deepnorm_constants
+from lmx.nn.layer_inputs import LayerCache, LayerInputs, MaskKind
 from lmx.nn.masks import MASKS
 from lmx.nn.mlp import FFN_ACTIVATIONS, MLP, FFNActivation
 from lmx.nn.norms import NORMS, LayerNorm, RMSNorm
@@ -26,7 +26,9 @@ __all__ = [
     "ARCHITECTURES",
     "Architecture",
     "EncoderDecoder",
+    "LayerCache",
     "LayerInputs",
+    "MaskKind",
     "LinearAttention",
     "apply_rotary",
     "build_model",

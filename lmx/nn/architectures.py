@@ -76,7 +76,13 @@ class Architecture:
     hybrid_layers: bool = False  # accepts selective-SSM (M) layers in model.layer_pattern
     patterns: tuple[str, ...] = ("dense",)  # model.attention.pattern values it combines with
     linear_attention: bool = True  # accepts model.attention.kind=linear
+    prefix: bool = False  # attention is bidirectional over each example's prefix (prefix_len_B)
     check_data_fn: Callable[[ModelConfig, DataConfig], None] = _no_data_requirements
+
+    @property
+    def plain_decoder(self) -> bool:
+        """A causal LM over the tokens alone: no prefix mask, no encoder."""
+        return self.causal and not self.prefix and not self.has_cross_attention
 
     def stacks(self, config: ModelConfig) -> list[tuple[int, str, bool]]:
         """(layers, layer pattern, cross-attention) of every stack, encoder first."""
@@ -133,7 +139,7 @@ ARCHITECTURES = registry.ARCHITECTURES.register_all({
     "decoder": Architecture("decoder", Transformer, "causal_lm", causal=True, forward=_causal_decoder_forward,
                             hybrid_layers=True, patterns=("dense", "sliding_window", "block_sparse")),
     "prefix_lm": Architecture("prefix_lm", Transformer, "prefix_lm", causal=True, forward=_prefix_lm_forward,
-                              linear_attention=False, check_data_fn=_prefix_lm_data),
+                              linear_attention=False, prefix=True, check_data_fn=_prefix_lm_data),
     "encoder": Architecture("encoder", Transformer, "mlm", causal=False, forward=_encoder_forward,
                             bidirectional_bias=True, check_data_fn=_encoder_data),
     "encoder_decoder": Architecture("encoder_decoder", EncoderDecoder, "span_corruption", causal=True,

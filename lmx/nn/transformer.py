@@ -32,8 +32,9 @@ from lmx import registry
 from lmx.config import ModelConfig
 from lmx.nn import masks as mask_lib
 from lmx.nn.absolute_positions import BaseNPositions, LearnedPositions, Sinusoidal
-from lmx.nn.blocks import Block, LayerGroup, LayerInputs, deepnorm_constants, init_stds  # noqa: F401
-from lmx.nn.kv_cache import DecodeCache, run_stack_extend, updated_positions, write_plan
+from lmx.nn.blocks import Block, LayerGroup, deepnorm_constants, init_stds
+from lmx.nn.kv_cache import DecodeCache, init_cache, plan_call, unstack_layers
+from lmx.nn.layer_inputs import LayerCache, LayerInputs, MaskKind, WritePlan
 from lmx.nn.norms import NORMS
 from lmx.nn.params import dtype_of, normal_param
 from lmx.nn.position_bias import T5RelativeBias, alibi_bias, alibi_slopes
@@ -79,11 +80,11 @@ class _Embedding(nnx.Module):
             x = x + self.positions(positions_BxL)
         return constrain(x.astype(cdt), ACTIVATION_NAMES)
 
-    def _extend_stack(self, stack, norm, tokens_BxT, positions_BxT, inputs, cache: DecodeCache, positions_BxC,
+    def _extend_stack(self, stack, norm, tokens_BxT, positions_BxT, inputs, plan, cache: DecodeCache, positions_BxC,
                       logits_at_B, layers):
         """The shared tail of `extend`: embed, run the stack over its caches, (gather,) norm, logits."""
         x = self._embed_tokens(tokens_BxT, positions_BxT)
-        x, new_layers = run_stack_extend(self.config, stack, x, inputs, cache.layers, layers)
+        x, new_layers = run_stack(self.config, stack, x, inputs, cache.layers, plan, layers)
         x = _gather_rows(x, logits_at_B)
         if norm is not None:
             x = norm(x)
@@ -114,20 +115,44 @@ def make_stack(config: ModelConfig, n_layers: int, *, cross: bool = False, deepn
     return make(rngs)
 
 
-def run_stack(config: ModelConfig, stack: nnx.Module, x_BxLxD, inputs: LayerInputs):
-    """Run the stacked layers with a scan (or an unrolled loop) under the remat policy."""
-    graphdef, state = nnx.split(stack)
+def run_stack(config: ModelConfig, stack: nnx.Module, x_BxLxD, inputs: LayerInputs, caches=None,
+              plan: WritePlan | None = None, layers: list | None = None):
+    """Run the stacked layers: training and evaluation (no caches: returns x) and decoding (returns x
+    and the new caches) share the layer call. Without caches the layers run under a scan (or an
+    unrolled loop, `scan_layers=False`) wrapped by the remat policy. With a list of per-layer caches
+    they run unrolled over `layers` (kv_cache.unstack_layers, sliced once outside a decode loop),
+    each writing its own buffers in place; with stacked caches a scan carries them and writes each
+    layer's new state back at its index."""
+    if isinstance(caches, list):
+        new_caches = []
+        for layer, state in zip(unstack_layers(stack) if layers is None else layers, caches):
+            x_BxLxD, state = layer(x_BxLxD, inputs, LayerCache(state, plan))
+            new_caches.append(state)
+        return x_BxLxD, new_caches
+    graphdef, params = nnx.split(stack)
+    n_groups = jax.tree.leaves(params)[0].shape[0]
+    if caches is None:
+        def body(x, layer_params):
+            return constrain(nnx.merge(graphdef, layer_params)(x, inputs), ACTIVATION_NAMES), None
 
-    def body(x, layer_state):
-        return constrain(nnx.merge(graphdef, layer_state)(x, inputs), ACTIVATION_NAMES), None
+        body = REMAT[config.remat](body, not config.scan_layers)
+        carry = x_BxLxD
+        xs = params
+    else:
+        def body(carry, layer):
+            x, stacked = carry
+            layer_params, index = layer
+            state = jax.tree.map(lambda a: a[index], stacked)
+            x, state = nnx.merge(graphdef, layer_params)(x, inputs, LayerCache(state, plan))
+            return (x, jax.tree.map(lambda a, new: a.at[index].set(new.astype(a.dtype)), stacked, state)), None
 
-    body = REMAT[config.remat](body, not config.scan_layers)
+        carry = (x_BxLxD, caches)
+        xs = (params, jnp.arange(n_groups))
     if config.scan_layers:
-        return jax.lax.scan(body, x_BxLxD, state)[0]
-    n_groups = jax.tree.leaves(state)[0].shape[0]
+        return jax.lax.scan(body, carry, xs)[0]
     for i in range(n_groups):
-        x_BxLxD, _ = body(x_BxLxD, jax.tree.map(lambda a, i=i: a[i], state))
-    return x_BxLxD
+        carry, _ = body(carry, jax.tree.map(lambda a, i=i: a[i], xs))
+    return carry
 
 
 def _with_pattern(config: ModelConfig, pattern: str) -> ModelConfig:
@@ -159,25 +184,17 @@ def _causal_mask(config: ModelConfig, q_positions_BxL, k_positions_BxS=None):
 
 def _extend_inputs(cache: DecodeCache, positions_BxT, valid_BxT, fresh: bool, mask_fn, bias_fn, ring_possible: bool,
                    **extra):
-    """LayerInputs of an incremental step: the keys are the cache (unless `fresh`) plus the new tokens."""
+    """(LayerInputs, WritePlan, positions after) of an incremental call: the keys are the cache (unless
+    `fresh`) plus the new tokens, so the mask and bias cover the plan's key positions."""
     if valid_BxT is None:
         valid_BxT = jnp.ones(positions_BxT.shape, bool)
-    slots_BxT, new_keys_BxT = write_plan(positions_BxT, valid_BxT, cache.capacity)
-    positions_after = updated_positions(cache, positions_BxT, slots_BxT)
-    # per-layer caches are written before attending (in place, nothing copied), unless a sliding-window
-    # ring could overwrite, within this call, keys that earlier new tokens still attend to
-    write_first = cache.per_layer and not fresh and (positions_BxT.shape[1] == 1 or not ring_possible)
-    if fresh:
-        k_positions = new_keys_BxT
-    elif write_first:
-        k_positions = positions_after
-    else:
-        k_positions = jnp.concatenate([cache.positions_BxC, new_keys_BxT], axis=1)
+    plan, positions_after = plan_call(cache, positions_BxT, valid_BxT, fresh, ring_possible)
+    k_positions = plan.k_positions
     mask = mask_lib.combine(mask_fn(positions_BxT, k_positions), mask_lib.padding(k_positions >= 0))
     bias = bias_fn(positions_BxT, k_positions) if bias_fn is not None else None
-    inputs = LayerInputs(positions=positions_BxT, mask=mask, bias=bias, mask_kind="dynamic", valid=valid_BxT,
-                         k_positions=k_positions, slots=slots_BxT, fresh=fresh, write_first=write_first, **extra)
-    return inputs, positions_after
+    inputs = LayerInputs(positions=positions_BxT, mask=mask, bias=bias, mask_kind=MaskKind.DYNAMIC, valid=valid_BxT,
+                         **extra)
+    return inputs, plan, positions_after
 
 
 def _gather_rows(h_BxTxD, index_B):
@@ -196,28 +213,29 @@ class Transformer(_Embedding):
 
     def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs):
         self._init_embedding(config, rngs)
-        self.causal = config.arch in ("decoder", "prefix_lm")
+        self.causal = config.architecture.causal
+        self.prefix = config.architecture.prefix  # bidirectional over each example's prefix (prefix-LM)
         part = "decoder" if self.causal else "encoder"
         deepnorm = deepnorm_constants(config.arch, config.n_layers, config.n_layers, part)
         self.blocks = make_stack(config, config.n_layers, deepnorm=deepnorm, rngs=rngs)
         self.final_norm = _final_norm(config, rngs)
-        self.position_bias = PositionBias(config, bidirectional=config.arch == "encoder", rngs=rngs) \
+        self.position_bias = PositionBias(config, bidirectional=config.architecture.bidirectional_bias, rngs=rngs) \
             if config.position.kind in ("alibi", "t5") else None
 
     def _inputs(self, positions_BxL, segment_ids_BxL, prefix_len_B, valid_BxL) -> LayerInputs:
         config = self.config
-        if config.arch == "prefix_lm":
+        if self.prefix:
             if prefix_len_B is None:
-                raise ValueError("arch=prefix_lm needs prefix_len_B (the prefix length of each example)")
-            mask, kind = mask_lib.prefix_lm(positions_BxL, positions_BxL, prefix_len_B), "dynamic"
+                raise ValueError(f"arch={config.arch} needs prefix_len_B (the prefix length of each example)")
+            mask, kind = mask_lib.prefix_lm(positions_BxL, positions_BxL, prefix_len_B), MaskKind.DYNAMIC
         elif self.causal:
             mask, kind = _causal_mask(config, positions_BxL)
         else:
-            mask, kind = None, "bidirectional"
+            mask, kind = None, MaskKind.BIDIRECTIONAL
         if segment_ids_BxL is not None:
-            mask, kind = mask_lib.combine(mask, mask_lib.document(segment_ids_BxL, segment_ids_BxL)), "dynamic"
+            mask, kind = mask_lib.combine(mask, mask_lib.document(segment_ids_BxL, segment_ids_BxL)), MaskKind.DYNAMIC
         if valid_BxL is not None:
-            mask, kind = mask_lib.combine(mask, mask_lib.padding(valid_BxL)), "dynamic"
+            mask, kind = mask_lib.combine(mask, mask_lib.padding(valid_BxL)), MaskKind.DYNAMIC
         bias = self.position_bias(positions_BxL, positions_BxL) if self.position_bias is not None else None
         return LayerInputs(positions=positions_BxL, segment_ids=segment_ids_BxL, mask=mask, bias=bias,
                            causal=self.causal, mask_kind=kind, window=config.attention.window, valid=valid_BxL)
@@ -250,16 +268,32 @@ class Transformer(_Embedding):
         config = self.config
         if not self.causal:
             raise ValueError(f"arch={config.arch} is not autoregressive; it has no incremental decoding")
-        if config.arch == "prefix_lm":
+        if self.prefix:
             if prefix_len_B is None:
-                raise ValueError("arch=prefix_lm needs prefix_len_B (each row's prompt length) to decode")
+                raise ValueError(f"arch={config.arch} needs prefix_len_B (each row's prompt length) to decode")
             mask_fn = lambda q, k: mask_lib.prefix_lm(q, k, prefix_len_B)
         else:
             mask_fn = lambda q, k: _causal_mask(config, q, k)[0]
-        inputs, positions_BxC = _extend_inputs(cache, positions_BxT, valid_BxT, fresh, mask_fn, self.position_bias,
-                                               config.attention.pattern == "sliding_window")
-        return self._extend_stack(self.blocks, self.final_norm, tokens_BxT, positions_BxT, inputs, cache,
+        inputs, plan, positions_BxC = _extend_inputs(cache, positions_BxT, valid_BxT, fresh, mask_fn,
+                                                     self.position_bias, config.attention.pattern == "sliding_window")
+        return self._extend_stack(self.blocks, self.final_norm, tokens_BxT, positions_BxT, inputs, plan, cache,
                                   positions_BxC, logits_at_B, layers)
+
+    @property
+    def decoding_stack(self) -> nnx.Module:
+        """The stacked layers that decoding runs (kv_cache.unstack_layers slices them)."""
+        return self.blocks
+
+    def start_decoding(self, tokens_BxP, lengths_B, capacity: int, *, layers=None, encoder_tokens_BxS=None,
+                       encoder_valid_BxS=None):
+        """Prefill right-padded prompts into a new cache: (logits after each prompt [B, 1, V], cache).
+        The prompt is each row's prefix for a prefix-LM. `layers` (unstack_layers) selects per-layer caches."""
+        del encoder_tokens_BxS, encoder_valid_BxS  # no encoder
+        B, P = tokens_BxP.shape
+        positions = mask_lib.default_positions(B, P)
+        cache = init_cache(self.config, B, capacity, per_layer=layers is not None)
+        return self.extend(tokens_BxP, positions, cache, valid_BxT=positions < lengths_B[:, None], fresh=True,
+                           logits_at_B=lengths_B - 1, layers=layers, prefix_len_B=lengths_B)
 
     def sentence_embedding(self, tokens_BxL, valid_BxL=None, pooling: str | None = None):
         """[B, D] float32: the mean of the final states over real tokens, or the first token's state."""
@@ -299,7 +333,7 @@ class EncoderDecoder(_Embedding):
         mask = None if valid_BxS is None else mask_lib.padding(valid_BxS)
         bias = self.encoder_bias(positions, positions) if self.encoder_bias is not None else None
         inputs = LayerInputs(positions=positions, mask=mask, bias=bias, causal=False,
-                             mask_kind="bidirectional" if mask is None else "dynamic")
+                             mask_kind=MaskKind.BIDIRECTIONAL if mask is None else MaskKind.DYNAMIC)
         h = run_stack(self.config, self.encoder, self._embed_tokens(tokens_BxS, positions), inputs)
         return self.encoder_norm(h) if self.encoder_norm is not None else h
 
@@ -309,25 +343,44 @@ class EncoderDecoder(_Embedding):
         bias = self.decoder_bias(positions, positions) if self.decoder_bias is not None else None
         context_mask = None if encoder_valid_BxS is None else mask_lib.padding(encoder_valid_BxS)
         inputs = LayerInputs(positions=positions, mask=mask_lib.causal(positions, positions), bias=bias,
-                             causal=True, mask_kind="causal", context=encoder_states_BxSxD,
+                             causal=True, mask_kind=MaskKind.CAUSAL, context=encoder_states_BxSxD,
                              context_mask=context_mask)
         h = run_stack(self.config, self.decoder, self._embed_tokens(decoder_tokens_BxL, positions), inputs)
         h = self.decoder_norm(h) if self.decoder_norm is not None else h
         return self._logits(h)
 
     def extend(self, tokens_BxT, positions_BxT, cache: DecodeCache, *, valid_BxT=None, fresh: bool = False,
-               encoder_states_BxSxD=None, logits_at_B=None, layers: list | None = None):
+               encoder_states_BxSxD=None, logits_at_B=None, layers: list | None = None, prefix_len_B=None):
         """Incremental decoder forward (see Transformer.extend). With `fresh`, `encoder_states_BxSxD`
         (from `encode`) are projected into every layer's cross-attention cache once; the encoder
-        padding comes from `cache.context_valid_BxS`."""
+        padding comes from `cache.context_valid_BxS`. (`prefix_len_B` is accepted like Transformer.extend's
+        and unused: the decoder is causal.)"""
+        del prefix_len_B
         if fresh and encoder_states_BxSxD is None:
             raise ValueError("the first (fresh) extend of an encoder-decoder needs encoder_states_BxSxD")
         context_mask = mask_lib.padding(cache.context_valid_BxS)
-        inputs, positions_BxC = _extend_inputs(cache, positions_BxT, valid_BxT, fresh, mask_lib.causal,
-                                               self.decoder_bias, False, context=encoder_states_BxSxD,
-                                               context_mask=context_mask)
-        return self._extend_stack(self.decoder, self.decoder_norm, tokens_BxT, positions_BxT, inputs, cache,
+        inputs, plan, positions_BxC = _extend_inputs(cache, positions_BxT, valid_BxT, fresh, mask_lib.causal,
+                                                     self.decoder_bias, False, context=encoder_states_BxSxD,
+                                                     context_mask=context_mask)
+        return self._extend_stack(self.decoder, self.decoder_norm, tokens_BxT, positions_BxT, inputs, plan, cache,
                                   positions_BxC, logits_at_B, layers)
+
+    @property
+    def decoding_stack(self) -> nnx.Module:
+        return self.decoder
+
+    def start_decoding(self, tokens_BxP, lengths_B, capacity: int, *, layers=None, encoder_tokens_BxS=None,
+                       encoder_valid_BxS=None):
+        """Encode the prompts once and prefill the decoder start `tokens_BxP` (see Transformer.start_decoding);
+        every layer's cross-attention keys/values of the encoder states go into the cache."""
+        B, P = tokens_BxP.shape
+        positions = mask_lib.default_positions(B, P)
+        states = self.encode(encoder_tokens_BxS, encoder_valid_BxS)
+        cache = init_cache(self.config, B, capacity, context_len=encoder_tokens_BxS.shape[1],
+                           per_layer=layers is not None)
+        cache = dataclasses.replace(cache, context_valid_BxS=encoder_valid_BxS)
+        return self.extend(tokens_BxP, positions, cache, valid_BxT=positions < lengths_B[:, None], fresh=True,
+                           encoder_states_BxSxD=states, logits_at_B=lengths_B - 1, layers=layers)
 
     def __call__(self, encoder_tokens_BxS, decoder_tokens_BxL, encoder_valid_BxS=None):
         return self.decode(decoder_tokens_BxL, self.encode(encoder_tokens_BxS, encoder_valid_BxS), encoder_valid_BxS)

@@ -106,7 +106,7 @@ def sharding_report(config: Config, n_devices: int | None = None) -> dict:
 
 
 def attention_kernel(config: Config, backend: str | None = None) -> str:
-    """"xla (model.attention_impl=auto on cpu)": the attention kernel this config runs on `backend`."""
+    """"xla (model.attention.kernel=auto on cpu)": the attention kernel this config runs on `backend`."""
     from lmx.errors import ConfigError
     from lmx.nn.attention import resolve_attention_impl
 
@@ -116,7 +116,7 @@ def attention_kernel(config: Config, backend: str | None = None) -> str:
         runs = resolve_attention_impl(impl, config.model.compute_dtype, backend)
     except ConfigError as exc:
         runs = f"unavailable ({exc})"
-    return f"{runs} (model.attention_impl={impl} on {backend})"
+    return f"{runs} (model.attention.kernel={impl} on {backend})"
 
 
 def _bytes(n: int) -> str:
@@ -144,5 +144,5 @@ def format_report(report: dict) -> str:
     lines.append(f"per device: params {_bytes(per['params'])}, optimizer state {_bytes(per['opt_state'])}, "
                  f"total {_bytes(per['total'])} (unsharded total {_bytes(glob['total'])})")
     att = report["attention_impl"]
-    lines.append(f"attention: model.attention_impl={att['config']} runs {att['runs']} on backend {att['backend']}")
+    lines.append(f"attention: model.attention.kernel={att['config']} runs {att['runs']} on backend {att['backend']}")
     return "\n".join(lines)

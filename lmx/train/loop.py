@@ -233,7 +233,7 @@ def train(
 
     eval_result = loop.eval_result or evaluate(trainer.eval_step, state["params"], valid)
     samples = []
-    if (loop.status == "completed" and config.model.arch == "decoder" and config.eval.sample_prompts
+    if (loop.status == "completed" and config.model.architecture.plain_decoder and config.eval.sample_prompts
             and config.eval.sample_tokens):
         model = nnx.merge(trainer.graphdef, state["params"])
         completions = generate_text(model, data.tokenizer, list(config.eval.sample_prompts),

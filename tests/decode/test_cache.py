@@ -257,10 +257,10 @@ def test_linear_attention_cache_is_a_constant_size_state():
     cache has no keys or values and does not grow with the capacity."""
     config = tiny_config(attention__kind="linear", position__kind="none")
     small, large = (kv_cache.init_cache(config, B, capacity) for capacity in (4, 400))
-    assert set(small.layers) == {"S", "z"}
+    assert isinstance(small.layers["mixer"], kv_cache.LinearAttentionState)  # running sums, no KV slots
     assert jax.tree.map(jnp.shape, small.layers) == jax.tree.map(jnp.shape, large.layers)
     N, H = config.n_heads, config.resolved_head_dim
-    assert small.layers["S"].shape == (config.n_layers, B, N, H, H)
+    assert small.layers["mixer"].S.shape == (config.n_layers, B, N, H, H)
 
 
 @functools.cache
@@ -330,13 +330,10 @@ def test_per_layer_cache_matches_full_forward(name):
     ("sliding_window_ring", 3, False),  # the ring could overwrite keys the new tokens still need: two parts
 ])
 def test_per_layer_extend_path(name, T, write_first):
-    """The cases above exercise the path they are meant to (lmx.nn.transformer._extend_inputs)."""
-    from lmx.nn import masks as mask_lib
-    from lmx.nn.transformer import _extend_inputs
-
+    """The cases above exercise the path they are meant to (lmx.nn.kv_cache.plan_call)."""
     config = tiny_config(**PER_LAYER_CASES[name])
     cache = kv_cache.init_cache(config, B, kv_cache.cache_capacity(config, SEQ), per_layer=True)
     positions = jnp.asarray(PROMPT[:, None] + np.arange(T, dtype=np.int32))
-    inputs, _ = _extend_inputs(cache, positions, None, False, mask_lib.causal, None,
-                               config.attention.pattern == "sliding_window")
-    assert inputs.write_first == write_first
+    plan, _ = kv_cache.plan_call(cache, positions, jnp.ones(positions.shape, bool), False,
+                                 config.attention.pattern == "sliding_window")
+    assert plan.write_first == write_first

@@ -125,14 +125,14 @@ def test_deepnorm_constants_and_initialisation():
     alpha, beta = deepnorm_constants("decoder", 2, 2, "decoder")
     block = Block(config, deepnorm=(alpha, beta), rngs=nnx.Rngs(0))
     assert block.alpha == pytest.approx(alpha)
-    for name, expected in [("attn.query", 0.05), ("attn.value", 0.05 * beta), ("attn.out", 0.05 * beta),
-                           ("mlp.up", 0.05 * beta), ("mlp.down", 0.05 * beta)]:
+    for name, expected in [("mixer.query", 0.05), ("mixer.value", 0.05 * beta), ("mixer.out", 0.05 * beta),
+                           ("ffn.up", 0.05 * beta), ("ffn.down", 0.05 * beta)]:
         module, attr = name.split(".")
         std = float(np.std(np.asarray(getattr(getattr(block, module), attr)[...])))
         assert std == pytest.approx(expected, rel=0.08), name
     # the residual is norm(alpha * x + f(x)): with f zeroed, the block is LayerNorm(alpha x)
-    block.attn.out[...] = jnp.zeros_like(block.attn.out[...])
-    block.mlp.down[...] = jnp.zeros_like(block.mlp.down[...])
+    block.mixer.out[...] = jnp.zeros_like(block.mixer.out[...])
+    block.ffn.down[...] = jnp.zeros_like(block.ffn.down[...])
     x = jax.random.normal(jax.random.key(0), (1, 5, 64))
     y = np.asarray(block(x))
     z = alpha * np.asarray(x)

@@ -62,7 +62,7 @@ def test_segments_never_attend_across(model, forward):
 
 
 def test_layers_are_initialised_independently(model):
-    q = model.blocks.attn.query[...]
+    q = model.blocks.mixer.query[...]
     assert q.shape[0] == model.config.n_layers
     assert not np.allclose(q[0], q[1])
 
@@ -71,9 +71,9 @@ def test_residual_output_projections_are_scaled():
     config = tiny_config(d_model=64, n_heads=4, n_kv_heads=4, d_ff=128, init_std=0.05)
     model = build(config)
     expected = 0.05 / np.sqrt(2 * config.n_layers)
-    for p in (model.blocks.attn.out, model.blocks.mlp.down):
+    for p in (model.blocks.mixer.out, model.blocks.ffn.down):
         assert abs(float(jnp.std(p[...])) / expected - 1) < 0.1
-    for p in (model.blocks.attn.query, model.blocks.mlp.up, model.embed):
+    for p in (model.blocks.mixer.query, model.blocks.ffn.up, model.embed):
         assert abs(float(jnp.std(p[...])) / 0.05 - 1) < 0.1
 
 

@@ -32,7 +32,7 @@ def test_dp_replicates_everything():
 
 def test_indivisible_axis_is_reported_before_anything_runs():
     config = load_config("tiny", ["mesh.strategy=tp", 'mesh.shape={"data": -1, "tensor": 4}'])
-    with pytest.raises(ConfigError, match=r"^mesh.shape: parameter blocks.attn.key dimension 2 \(kv_heads"):
+    with pytest.raises(ConfigError, match=r"^mesh.shape: parameter blocks.mixer.key dimension 2 \(kv_heads"):
         sharding_report(config, n_devices=16)
 
 

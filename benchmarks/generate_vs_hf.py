@@ -217,9 +217,10 @@ def main() -> None:
     result = {
         "what": "greedy generation, random Llama-shaped model, identical weights; best of repeats",
         "device": args.device, "dtype": args.dtype, "size": args.size, "hf_cache": args.hf_cache,
-        "model": {k: getattr(config, k) for k in ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff",
-                                                   "vocab_size", "max_seq_len", "tie_embeddings", "param_dtype",
-                                                   "compute_dtype", "attention_impl")},
+        "model": {**{k: getattr(config, k) for k in ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff",
+                                                      "vocab_size", "max_seq_len", "tie_embeddings", "param_dtype",
+                                                      "compute_dtype")},
+                  "attention.kernel": config.attention.kernel},
         "n_params": int(sum(np.prod(v.shape) for v in jax.tree.leaves(nnx.state(model, nnx.Param)))),
         "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "repeats": args.repeats,
         "definitions": {"prefill_tokens_per_s": "batch * prompt_len / prefill_s",

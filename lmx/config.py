@@ -3,8 +3,9 @@
 `Config` gathers frozen dataclasses (`ModelConfig`, `DataConfig`, `OptimConfig`, `TrainConfig`,
 `MeshConfig`, `EvalConfig`). Invalid values fail at construction with a `ConfigError` naming the
 field. Config files are Python files defining `config` (a `Config`) or `get_config()`; command-line
-overrides `dotted.key=value` are coerced to the field's declared type. Key names listed in
-docs/ARCHITECTURE.md are stable: sweeps address them with `--set`.
+overrides `dotted.key=value` are coerced to the field's declared type. Key names are
+stable: sweeps address them with `--set`. Each field's docstring (the string on the line after it)
+is its documentation: `python -m lmx.config_docs` renders docs/config.md from them.
 """
 
 from __future__ import annotations
@@ -47,14 +48,28 @@ def _check_positive(value: float, field: str) -> None:
 class AttentionConfig:
     """`model.attention`: how tokens attend (lmx.nn.attention, masks, kernels, linear attention)."""
 
-    kind: str = "softmax"  # softmax, or linear (kernel feature map, Katharopoulos et al. 2020)
-    kernel: str = "auto"  # plain, xla, cudnn, splash, auto (lmx.nn.attention_kernels)
-    pattern: str = "dense"  # dense, sliding_window, block_sparse
-    window: int = 0  # sliding_window / block_sparse: local window (tokens)
-    stride: int = 0  # block_sparse: every stride-th key is visible to all later queries
-    global_tokens: int = 0  # block_sparse: the first tokens see and are seen by everyone
-    qk_norm: bool = False  # RMS-normalise queries and keys over head_dim
-    feature_map: str = "elu1"  # linear attention: elu1 or relu
+    kind: str = "softmax"
+    """`linear` replaces the softmax by a kernel feature map (Katharopoulos et al. 2020; decoder or encoder,
+    dense pattern, model.position.kind `none` or an absolute scheme); see
+    [ssm-and-linear-attention.md](ssm-and-linear-attention.md)"""
+    kernel: str = "auto"
+    """softmax attention kernel (lmx.nn.attention_kernels): `plain` (einsum reference), `xla`, `cudnn` (GPU,
+    16-bit compute), `splash` (TPU; static mask, no bias) or `auto`: splash on TPU when the mask is static and
+    there is no bias, cuDNN on GPU with 16-bit compute, else xla; `model.position.kind=shaw` needs `plain`
+    (which auto picks)"""
+    pattern: str = "dense"
+    """causal mask pattern: `sliding_window` needs model.attention.window, `block_sparse` needs
+    model.attention.window and model.attention.stride; patterns other than `dense` need arch=decoder"""
+    window: int = 0
+    """sliding_window / block_sparse: local window in tokens; must be < data.seq_len"""
+    stride: int = 0
+    """block_sparse: every stride-th key (k % stride == stride - 1) is visible to all later queries"""
+    global_tokens: int = 0
+    """block_sparse: the first tokens see and are seen by every (causally allowed) position"""
+    qk_norm: bool = False
+    """RMSNorm of queries and keys over head_dim before positions and scores"""
+    feature_map: str = "elu1"
+    """linear attention feature map: `elu1` is elu(x) + 1"""
 
     def __post_init__(self):
         registry.ATTENTION_KINDS.check(self.kind, "model.attention.kind")
@@ -75,11 +90,15 @@ class AttentionConfig:
 
 @dataclasses.dataclass(frozen=True)
 class RopeConfig:
-    """`model.position.rope` (also used by xpos): rotary embeddings (Su et al. 2021)."""
+    """`model.position.rope`: rotary embeddings (Su et al. 2021); xpos reads them too."""
 
-    theta: float = 10000.0  # base of the rotation frequencies
-    layout: str = "half"  # half (GPT-NeoX/Llama) or interleaved (GPT-J)
-    fraction: float = 1.0  # partial rotary: fraction of head_dim rotated
+    theta: float = 10000.0
+    """RoPE base: pair i of d_rot rotated features turns by p * theta^(-2i/d_rot) at position p"""
+    layout: str = "half"
+    """RoPE/xPos pairing: `half` (pair i = (x_i, x_{i+d/2}); GPT-NeoX, Llama) or `interleaved`
+    (pair i = (x_2i, x_2i+1); GPT-J)"""
+    fraction: float = 1.0
+    """partial rotary: fraction of head_dim rotated (in (0, 1]); the rest passes through"""
 
     def __post_init__(self):
         _check_positive(self.theta, "model.position.rope.theta")
@@ -92,6 +111,7 @@ class XposConfig:
     """`model.position.xpos`: xPos decay on top of RoPE (Sun et al. 2022)."""
 
     scale_base: float = 512.0
+    """xPos scale base gamma (q scaled by zeta^(p/gamma), k by zeta^(-p/gamma))"""
 
     def __post_init__(self):
         _check_positive(self.scale_base, "model.position.xpos.scale_base")
@@ -102,7 +122,9 @@ class T5BiasConfig:
     """`model.position.t5`: T5 relative-position buckets (Raffel et al. 2020)."""
 
     num_buckets: int = 32
+    """buckets (even, >= 4; halved per direction in bidirectional stacks)"""
     max_distance: int = 128
+    """distance where the log-spaced buckets end (must exceed num_buckets / 2)"""
 
     def __post_init__(self):
         _check(self.num_buckets >= 4 and self.num_buckets % 2 == 0, "model.position.t5.num_buckets",
@@ -116,6 +138,7 @@ class ShawConfig:
     """`model.position.shaw`: relative keys/values of Shaw et al. 2018, distances clipped to [-k, k]."""
 
     max_distance: int = 16
+    """relative distances clipped to [-k, k] (2k + 1 learned key and value vectors)"""
 
     def __post_init__(self):
         _check_positive(self.max_distance, "model.position.shaw.max_distance")
@@ -126,6 +149,7 @@ class BaseNConfig:
     """`model.position.base_n`: positions written as digits in a base, one embedding per digit."""
 
     base: int = 10
+    """digit base B (>= 2); one learned [B, d_model] table per digit place"""
 
     def __post_init__(self):
         _check(self.base >= 2, "model.position.base_n.base", f"must be >= 2, got {self.base}")
@@ -136,6 +160,10 @@ class PositionConfig:
     """`model.position`: the scheme (`kind`) and, grouped by scheme, the settings each one reads."""
 
     kind: str = "rope"
+    """position scheme: `rope` and `xpos` rotate q and k, `alibi` and `t5` add a logit bias, `shaw` adds
+    relative key/value vectors, `sinusoidal`, `learned` and `base_n` are added to the embeddings, `none` is
+    NoPE; a scheme's settings are in the sub-section of its name (xpos also reads rope); see
+    [catalog.md](catalog.md#position-schemes)"""
     rope: RopeConfig = dataclasses.field(default_factory=RopeConfig)
     xpos: XposConfig = dataclasses.field(default_factory=XposConfig)
     t5: T5BiasConfig = dataclasses.field(default_factory=T5BiasConfig)
@@ -155,8 +183,12 @@ class FFNConfig:
     """`model.ffn`: the feed-forward activation and its width rule (model.d_ff = 0 derives it)."""
 
     activation: str = "swiglu"
-    ratio: float = 8 / 3  # d_ff = ratio * d_model, rounded up to multiple_of
+    """FFN activation: the gated ones (`swiglu`, `geglu`, `reglu`, `glu`) have three matrices, the plain ones
+    two; `gelu` is the erf form, `gelu_tanh` its tanh approximation"""
+    ratio: float = 8 / 3
+    """FFN width ratio when model.d_ff is 0 (8/3 for gated FFNs, 4 for plain)"""
     multiple_of: int = 32
+    """rounding multiple of the derived d_ff"""
 
     def __post_init__(self):
         registry.FFN_ACTIVATIONS.check(self.activation, "model.ffn.activation")
@@ -168,10 +200,15 @@ class FFNConfig:
 class NormConfig:
     """`model.norm`: the normalisation and where it sits around each sublayer."""
 
-    kind: str = "rmsnorm"  # rmsnorm or layernorm
+    kind: str = "rmsnorm"
+    """normalisation layer (computed in float32)"""
     eps: float = 1e-5
-    placement: str = "pre"  # pre, post, deepnorm, rezero
-    bias: bool = True  # layernorm only
+    """normalisation epsilon"""
+    placement: str = "pre"
+    """residual placement: `pre` (x + f(norm(x))), `post` (norm(x + f(x))), `deepnorm`
+    (norm(alpha x + f(x)), beta-scaled init), `rezero` (x + g f(x), g = 0 at init, no norms)"""
+    bias: bool = True
+    """layernorm only: learn an additive bias"""
 
     def __post_init__(self):
         registry.NORMS.check(self.kind, "model.norm.kind")
@@ -183,9 +220,12 @@ class NormConfig:
 class SSMConfig:
     """`model.ssm`: selective state-space layers (M in model.layer_pattern; Gu & Dao 2023)."""
 
-    state: int = 16  # d_state N
-    expand: int = 2  # d_inner = expand * d_model
-    conv: int = 4  # depthwise causal conv width
+    state: int = 16
+    """state size N per channel"""
+    expand: int = 2
+    """inner width E = expand * d_model"""
+    conv: int = 4
+    """causal depthwise convolution width"""
 
     def __post_init__(self):
         for name in ("state", "expand", "conv"):
@@ -197,6 +237,7 @@ class MoEConfig:
     """`model.moe`: mixture-of-experts FFN layers. Reserved: num_experts = 0 (dense FFN) only."""
 
     num_experts: int = 0
+    """experts per FFN layer; reserved: only 0 (a dense FFN) is accepted in this version"""
 
     def __post_init__(self):
         _check(self.num_experts == 0, "model.moe.num_experts",
@@ -243,30 +284,58 @@ _SUB_CONFIGS = {"attention": AttentionConfig, "position": PositionConfig, "ffn":
 class ModelConfig:
     """`model`: the shape sweeps address (flat) and one sub-config per family of variants."""
 
-    arch: str = "decoder"  # decoder, encoder, encoder_decoder, prefix_lm (lmx.nn.architectures)
+    arch: str = "decoder"
+    """architecture (a record in lmx.nn.architectures): `decoder` (causal LM), `encoder` (bidirectional,
+    masked LM; needs `<|mask|>` in data.special_tokens), `encoder_decoder` (T5-style, span corruption; needs
+    data.num_sentinels > 0), `prefix_lm` (bidirectional prefix, causal suffix); see
+    [catalog.md](catalog.md#architectures)"""
     d_model: int = 256
+    """residual stream width"""
     n_layers: int = 4
+    """number of blocks (stacked on a `layers` axis and scanned); the decoder depth of encoder_decoder"""
     n_heads: int = 8
+    """query heads"""
     n_kv_heads: int = 4
-    head_dim: int = 0  # 0: d_model // n_heads
-    d_ff: int = 0  # 0: derived from model.ffn.ratio, rounded up to model.ffn.multiple_of
+    """key/value heads (GQA; = n_heads is MHA, 1 is MQA); must divide n_heads"""
+    head_dim: int = 0
+    """per-head width; 0 means d_model / n_heads"""
+    d_ff: int = 0
+    """FFN hidden width; 0 means model.ffn.ratio * d_model rounded up to model.ffn.multiple_of"""
     vocab_size: int = 4096
+    """embedding rows; the tokenizer is trained to at most this size"""
     max_seq_len: int = 256
-    layer_pattern: str = "A"  # repeated over the layers: A attention, M selective SSM (hybrid stacks)
-    n_encoder_layers: int = 0  # encoder_decoder: 0 means n_layers
+    """longest sequence the model accepts; data.seq_len must not exceed it"""
+    layer_pattern: str = "A"
+    """layer types repeated over the stack: `A` attention, `M` selective SSM (Mamba-style; sizes in
+    model.ssm), e.g. `MA`; its length must divide n_layers; `M` needs arch=decoder"""
+    n_encoder_layers: int = 0
+    """encoder_decoder: encoder layers (0: n_layers); n_layers is the decoder depth"""
     tie_embeddings: bool = True
-    scale_embeddings: bool = False  # multiply token embeddings by sqrt(d_model)
-    logit_soft_cap: float = 0.0  # 0: off; else cap * tanh(logits / cap)
-    init: str = "scaled"  # scaled (GPT-2 residual scaling), normal, small (Nguyen & Salazar 2019)
+    """output projection shares the input embedding"""
+    scale_embeddings: bool = False
+    """multiply token embeddings by sqrt(d_model)"""
+    logit_soft_cap: float = 0.0
+    """0: off; else logits = cap * tanh(logits / cap)"""
+    init: str = "scaled"
+    """initialisation: `scaled` (N(0, init_std^2), residual outputs / sqrt(2 n_layers); GPT-2), `normal`
+    (all N(0, init_std^2)), `small` (std sqrt(2 / (5 d_model)), Nguyen & Salazar 2019)"""
     init_std: float = 0.02
+    """standard deviation of the normal initialiser"""
     param_dtype: str = "float32"
+    """parameter storage dtype"""
     compute_dtype: str = "float32"
+    """matmul operand dtype, summed in float32 (norms, softmax, logits, loss stay float32)"""
     remat: str = "none"
+    """rematerialisation of each block"""
     scan_layers: bool = True
-    pooling: str = "mean"  # encoder sentence embeddings: mean or first token
+    """run blocks with lax.scan (true) or an unrolled loop (false)"""
+    pooling: str = "mean"
+    """encoder sentence embeddings: `mean` over real tokens or the `first` token"""
     attention: AttentionConfig = dataclasses.field(default_factory=AttentionConfig)
     position: PositionConfig = dataclasses.field(default_factory=PositionConfig)
-    rope_scaling: dict | None = None  # reserved: Hugging Face rope_scaling dictionaries
+    rope_scaling: dict | None = None
+    """reserved for RoPE scaling (PI, NTK, YaRN, ...; Hugging Face rope_scaling dictionaries); must be unset in
+    this version"""
     ffn: FFNConfig = dataclasses.field(default_factory=FFNConfig)
     norm: NormConfig = dataclasses.field(default_factory=NormConfig)
     ssm: SSMConfig = dataclasses.field(default_factory=SSMConfig)
@@ -368,23 +437,45 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
+    """`data`: the corpus, the tokenizer, packed windows and the objective's settings (lmx.data)."""
+
     corpus: str = "stdlib"
+    """`stdlib` (embedded default), a file, a directory, a glob, or `hf:NAME[:SPLIT]`"""
     tokenizer: str = "byte_bpe"
-    tokenizer_train_bytes: int = 8_000_000  # byte budget of training text the BPE trainer reads
+    """`file:PATH` loads an existing tokenizer file; otherwise the tokenizer kind (`byte_bpe`: byte-level BPE
+    trained on the corpus, `bytes`: raw UTF-8 bytes; see [tokenizers.md](tokenizers.md))"""
+    tokenizer_train_bytes: int = 8_000_000
+    """bytes of training text the BPE trainer reads"""
     seq_len: int = 256
-    batch_size: int = 16  # global batch, in sequences
+    """tokens per training sequence"""
+    batch_size: int = 16
+    """global batch size in sequences (split across processes and data-parallel devices)"""
     valid_fraction: float = 0.02
+    """fraction of documents held out for validation (by a hash of the path)"""
     shuffle_seed: int = 0
-    cache_dir: str = ""  # "" -> $LMX_CACHE or ~/.cache/lmx
-    max_corpus_bytes: int = 0  # 0: no limit; otherwise read documents until this many bytes
-    special_tokens: tuple = ()  # extra special tokens after <|eos|> <|pad|> <|bos|>, e.g. ("<|mask|>",)
-    num_sentinels: int = 0  # span-corruption sentinels <|sentinel_0|>... after special_tokens
-    normalization: str = "none"  # unicode normalisation before tokenizing: none, nfc, nfkc
-    document_mask: bool = False  # packed documents do not attend to each other
-    mlm_rate: float = 0.15  # encoder: fraction of tokens selected for masked-LM
-    noise_density: float = 0.15  # encoder_decoder: fraction of tokens in corrupted spans
-    mean_span_length: float = 3.0  # encoder_decoder: mean corrupted span length
-    prefix_fraction: float = 0.0  # prefix_lm: 0 draws the prefix length uniformly per example, else fixed
+    """seed of the data order"""
+    cache_dir: str = ""
+    """cache of tokenizers and token arrays; empty means $LMX_CACHE or ~/.cache/lmx"""
+    max_corpus_bytes: int = 0
+    """read documents only until this many bytes (0: all)"""
+    special_tokens: tuple = ()
+    """extra special tokens after `<|eos|>` `<|pad|>` `<|bos|>`, e.g. `["<|mask|>"]`"""
+    num_sentinels: int = 0
+    """span-corruption sentinel tokens `<|sentinel_0|>`, ... (after special_tokens)"""
+    normalization: str = "none"
+    """unicode normalisation before tokenizing"""
+    document_mask: bool = False
+    """packed documents do not attend to each other (segment-id mask; decoder, prefix_lm, encoder); for the
+    decoder, positions also restart per document; softmax attention only"""
+    mlm_rate: float = 0.15
+    """encoder: fraction of tokens selected for masked LM (80% `<|mask|>`, 10% random, 10% kept)"""
+    noise_density: float = 0.15
+    """encoder_decoder: fraction of tokens inside corrupted spans"""
+    mean_span_length: float = 3.0
+    """encoder_decoder: mean length of a corrupted span (>= 1)"""
+    prefix_fraction: float = 0.0
+    """prefix_lm: 0 draws the prefix length uniformly per example, else this fixed fraction of the real
+    tokens"""
 
     def __post_init__(self):
         _check(bool(self.corpus.strip()), "data.corpus", "must name a corpus (stdlib, a path, a glob)")
@@ -411,19 +502,34 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
+    """`optim`: the optimizer and its learning-rate schedule (lmx.train)."""
+
     name: str = "adamw"
+    """optimizer"""
     lr: float = 3e-3
+    """peak learning rate"""
     min_lr_ratio: float = 0.1
+    """final learning rate as a fraction of lr"""
     warmup_steps: int = 20
+    """linear warmup steps from 0"""
     schedule: str = "cosine"
-    decay_fraction: float = 0.2  # wsd: fraction of steps spent in the final decay
+    """learning-rate schedule after warmup (`wsd`: warmup-stable-decay)"""
+    decay_fraction: float = 0.2
+    """wsd: fraction of steps in the final decay"""
     weight_decay: float = 0.1
+    """decoupled weight decay on matrices (not on norm scales)"""
     b1: float = 0.9
+    """Adam beta1"""
     b2: float = 0.95
+    """Adam beta2"""
     eps: float = 1e-8
-    clip_norm: float = 1.0  # 0: no clipping
+    """Adam epsilon"""
+    clip_norm: float = 1.0
+    """global gradient-norm clipping threshold; 0 disables"""
     grad_accum_steps: int = 1
+    """micro-batches per step (must divide data.batch_size)"""
     z_loss: float = 0.0
+    """coefficient of the logit z-loss (0: off)"""
 
     def __post_init__(self):
         registry.OPTIMIZERS.check(self.name, "optim.name")
@@ -443,17 +549,32 @@ class OptimConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
+    """`train`: the loop: steps, evaluation, checkpoints, logging, failure policies."""
+
     steps: int = 200
+    """optimizer steps"""
     seed: int = 0
+    """parameter-initialisation and step RNG seed"""
     eval_every: int = 100
+    """steps between held-out evaluations (and at the end)"""
     eval_batches: int = 4
+    """validation batches per evaluation (fixed across the run)"""
     checkpoint_every: int = 100
+    """steps between checkpoints (and at the end)"""
     keep_checkpoints: int = 2
+    """newest checkpoints kept"""
     async_checkpointing: bool = True
+    """write checkpoints in the background"""
     log_every: int = 10
+    """steps between metrics.jsonl rows"""
     nonfinite: str = "halt"
-    run_dir: str = ""  # "" -> runs/<config name>-<timestamp>
+    """a non-finite loss or gradient: `halt` stops (the last good checkpoint stays), `skip` drops the update
+    and counts it"""
+    run_dir: str = ""
+    """run directory; empty means runs/NAME-TIMESTAMP"""
     preemption_grace_seconds: float = 120.0
+    """after SIGTERM/SIGINT: save at the next step boundary and exit 0; hard exit (143) if that takes longer
+    than this"""
 
     def __post_init__(self):
         _check_positive(self.steps, "train.steps")
@@ -465,8 +586,13 @@ class TrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class MeshConfig:
+    """`mesh`: the device mesh and the sharding strategy; see [scaling-out.md](scaling-out.md)."""
+
     shape: dict = dataclasses.field(default_factory=lambda: {"data": -1})
+    """device mesh, e.g. {"data": 2, "fsdp": 4} (axes: data, fsdp, tensor, expert); one axis may be -1 (the
+    rest of the devices)"""
     strategy: str = "dp"
+    """sharding rules table"""
 
     def __post_init__(self):
         _check(isinstance(self.shape, dict) and self.shape, "mesh.shape", "must be a non-empty mapping")
@@ -483,8 +609,12 @@ class MeshConfig:
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
+    """`eval`: what the end of training prints."""
+
     sample_prompts: tuple = ("def ", "class ", "import ")
+    """prompts for the greedy samples printed after training"""
     sample_tokens: int = 48
+    """tokens generated per sample"""
 
     def __post_init__(self):
         _check(all(isinstance(p, str) for p in self.sample_prompts), "eval.sample_prompts",
@@ -494,7 +624,10 @@ class EvalConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Config:
+    """The whole tree: a name and one section per concern."""
+
     name: str = "default"
+    """config name; names the default run directory"""
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)

@@ -8,8 +8,8 @@ from pathlib import Path
 from flax import nnx
 
 from lmx.config import Config
-from lmx.data.tokenizer import Tokenizer
 from lmx.errors import CheckpointError
+from lmx.tokenizers import Tokenizer
 from lmx.train.checkpoint import Checkpointer, abstract_with_shardings
 from lmx.train.run_dir import read_run_config
 

@@ -54,7 +54,7 @@ def add_tokenizer_parser(subparsers) -> None:
 
 def _training_texts(files: list[str], max_bytes: int):
     from lmx.data import load_corpus, split_corpus
-    from lmx.data.tokenizer import take_bytes
+    from lmx.tokenizers.registry import take_bytes
 
     if files:
         docs = (doc.text for spec in files for doc in load_corpus(spec).documents)
@@ -64,7 +64,7 @@ def _training_texts(files: list[str], max_bytes: int):
 
 
 def _cmd_train(args) -> int:
-    from lmx.data import train_tokenizer
+    from lmx.tokenizers import train_tokenizer
 
     if args.max_bytes < 0:
         raise ConfigError(f"--max-bytes: must be >= 0, got {args.max_bytes}")
@@ -103,8 +103,8 @@ def _cmd_train(args) -> int:
 
 def load_any(spec: str):
     """A tokenizer directory (lmx format) or an external tokenizer file."""
-    from lmx.data.external import load_external
-    from lmx.data.tokenizer import load_tokenizer
+    from lmx.tokenizers.external import load_external
+    from lmx.tokenizers.registry import load_tokenizer
 
     return load_tokenizer(spec) if Path(spec).is_dir() else load_external(spec)
 
@@ -133,7 +133,7 @@ def text_stats(tok, text: str) -> dict:
 
 def _sample_text(sample_bytes: int) -> str:
     from lmx.data import load_corpus, split_corpus
-    from lmx.data.tokenizer import take_bytes
+    from lmx.tokenizers.registry import take_bytes
 
     valid = split_corpus(load_corpus("stdlib"), 0.02).valid
     return "".join(take_bytes((d.text for d in valid), sample_bytes))

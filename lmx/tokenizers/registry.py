@@ -2,7 +2,7 @@
 
 `get_tokenizer` trains a tokenizer once per (corpus split, kind, vocab_size, tokenizer_train_bytes,
 special tokens, normalisation) and stores it under `<cache>/tokenizers/<key>/`; later calls load it
-from there. `data.tokenizer = "file:PATH"` loads an existing tokenizer file instead (lmx.data.external).
+from there. `data.tokenizer = "file:PATH"` loads an existing tokenizer file instead (lmx.tokenizers.external).
 """
 
 from __future__ import annotations
@@ -13,11 +13,14 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from lmx.config import NORMALIZATIONS, TOKENIZERS, DataConfig
-from lmx.data.bpe_tokenizer import ByteBPETokenizer
-from lmx.data.byte_tokenizer import BytesTokenizer
 from lmx.data.cache import atomic_directory, cache_key, cache_root
 from lmx.data.corpus import Corpus, Document
-from lmx.data.external import (
+from lmx.data.split import CorpusSplit, split_corpus
+from lmx.errors import ConfigError, DataError
+from lmx.tokenizers.base import FINGERPRINT_FILE, KIND_FILE, Tokenizer
+from lmx.tokenizers.byte_bpe import ByteBPETokenizer
+from lmx.tokenizers.bytes import BytesTokenizer
+from lmx.tokenizers.external import (
     FILE_PREFIX,
     ExternalHFTokenizer,
     SentencePieceTokenizer,
@@ -25,10 +28,7 @@ from lmx.data.external import (
     external_kind,
     load_external,
 )
-from lmx.data.split import CorpusSplit, split_corpus
-from lmx.data.subword_tokenizers import BPETokenizer, UnigramTokenizer, WordPieceTokenizer
-from lmx.data.tokenizer_base import FINGERPRINT_FILE, KIND_FILE, Tokenizer
-from lmx.errors import ConfigError, DataError
+from lmx.tokenizers.subword import BPETokenizer, UnigramTokenizer, WordPieceTokenizer
 
 # Kinds lmx trains (data.tokenizer values).
 TOKENIZER_KINDS: dict[str, type[Tokenizer]] = {

@@ -3,7 +3,7 @@ external tokenizer files, and the registry that trains, caches and loads them (s
 
 Modules: base (the interface), registry (kinds, training, loading, the on-disk cache), byte_bpe, bytes,
 subword (bpe, wordpiece, unigram), hf_base (the Hugging Face `tokenizers` backend), external
-(tokenizer.json / .model / .tiktoken files).
+(tokenizer.json / .model / .tiktoken files), stats (tokens per byte, char and word).
 """
 
 from lmx.tokenizers.base import Tokenizer
@@ -14,11 +14,14 @@ from lmx.tokenizers.registry import (
     EXTERNAL_TOKENIZERS,
     TOKENIZER_KINDS,
     get_tokenizer,
+    load_any,
     load_tokenizer,
     take_bytes,
     tokenizer_kind,
     train_tokenizer,
+    training_texts,
 )
+from lmx.tokenizers.stats import stdlib_sample, text_stats
 from lmx.tokenizers.subword import BPETokenizer, UnigramTokenizer, WordPieceTokenizer
 
 __all__ = [
@@ -31,9 +34,13 @@ __all__ = [
     "UnigramTokenizer",
     "WordPieceTokenizer",
     "get_tokenizer",
+    "load_any",
     "load_external",
     "load_tokenizer",
+    "stdlib_sample",
     "take_bytes",
+    "text_stats",
     "tokenizer_kind",
     "train_tokenizer",
+    "training_texts",
 ]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from lmx.config import NORMALIZATIONS, TOKENIZERS, DataConfig
 from lmx.data.cache import atomic_directory, cache_key, cache_root
-from lmx.data.corpus import Corpus, Document
+from lmx.data.corpus import Corpus, Document, load_corpus
 from lmx.data.split import CorpusSplit, split_corpus
 from lmx.errors import ConfigError, DataError
 from lmx.tokenizers.base import FINGERPRINT_FILE, KIND_FILE, Tokenizer
@@ -131,6 +131,22 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
             f"data.tokenizer: {str(path)!r} does not match its {FINGERPRINT_FILE} (corrupt cache? delete it)"
         )
     return tok
+
+
+def load_any(spec: str) -> Tokenizer:
+    """A tokenizer directory (lmx format) or an external tokenizer file (.json, .model, .tiktoken)."""
+    return load_tokenizer(spec) if Path(spec).is_dir() else load_external(spec)
+
+
+def training_texts(files: Iterable[str], max_bytes: int) -> Iterator[str]:
+    """The texts of the corpus specs `files` (files, directories or globs), or of the embedded stdlib
+    corpus's train split when there are none, until `max_bytes` UTF-8 bytes (0: all)."""
+    files = list(files)
+    if files:
+        docs = (doc.text for spec in files for doc in load_corpus(spec).documents)
+    else:
+        docs = (doc.text for doc in split_corpus(load_corpus("stdlib"), 0.02).train)
+    return take_bytes(docs, max_bytes)
 
 
 def tokenizer_kind(setting: str) -> str:

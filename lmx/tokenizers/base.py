@@ -1,4 +1,4 @@
-"""The interface every tokenizer kind implements (see lmx.data.tokenizer for the registry)."""
+"""The interface every tokenizer kind implements (the kinds registry is lmx.tokenizers.registry)."""
 
 from __future__ import annotations
 
@@ -172,7 +172,7 @@ class Tokenizer(abc.ABC):
     @classmethod
     def load(cls, directory: str | Path) -> Tokenizer:
         """Read a tokenizer saved by `save` (JSON only); DataError if missing or not matching its fingerprint."""
-        from lmx.data.tokenizer import load_tokenizer
+        from lmx.tokenizers.registry import load_tokenizer
 
         return load_tokenizer(directory)
 

@@ -30,7 +30,7 @@ def abstract_mesh(config: Config, n_devices: int | None = None) -> AbstractMesh:
 
 def abstract_train_state(config: Config) -> dict:
     """ShapeDtypeStructs (Variables kept) of {"params", "opt_state", ...} as build_trainer makes it."""
-    from lmx.train.loop import build_model
+    from lmx.train.state import seeded_model as build_model
     from lmx.train.optimizer import make_optimizer
 
     _, abstract_params = nnx.split(nnx.eval_shape(lambda: build_model(config)))

@@ -77,3 +77,11 @@ def abstract_train_state(config: Config) -> TrainState:
     tx, _ = make_optimizer(config.optim, config.train.steps, abstract_params)
     return jax.eval_shape(lambda: init_train_state(config, tx))
 
+
+def sharding_report(config: Config, n_devices: int | None = None) -> dict:
+    """`lmx info --sharding`: how this config's train state lays out over its mesh of `n_devices`
+    (an abstract mesh: no devices needed); see `lmx.parallel.report.layout_report`."""
+    from lmx.parallel.report import layout_report
+
+    state = abstract_train_state(config)
+    return layout_report(config, state.params, state.opt_state, n_devices)

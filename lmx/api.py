@@ -61,7 +61,7 @@ def load(run_dir, step: int | None = None, force_tokenizer: bool = False) -> Loa
             raise CheckpointError(f"--run: {run_dir} has no finished checkpoint")
         trainer = build_trainer(config_for_these_devices(config), tokenizer.token_bytes,
                                 token_chars=tokenizer.token_chars)
-        abstract = abstract_with_shardings(trainer.abstract_state["params"], trainer.state_shardings["params"])
+        abstract = abstract_with_shardings(trainer.abstract_state.params, trainer.state_shardings.params)
         restored_step, params, meta = checkpointer.restore_params(abstract, step=step)  # no optimizer state
     finally:
         checkpointer.close()

@@ -26,7 +26,8 @@ def run(args) -> int:
 
     config = load_config(args.config, args.overrides)
     if args.sharding:
-        from lmx.parallel.report import format_report, sharding_report
+        from lmx.parallel.report import format_report
+        from lmx.train.state import sharding_report
 
         report = sharding_report(config, n_devices=args.devices)
         print(json.dumps(report) if args.json else format_report(report))

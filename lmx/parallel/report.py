@@ -1,9 +1,10 @@
 """`lmx info --sharding`: how a config's train state is laid out over its mesh, without the devices.
 
-The model and optimizer state are built abstractly (`jax.eval_shape`), the mesh is a
-`jax.sharding.AbstractMesh` sized from `mesh.shape` (a `-1` axis takes the remaining devices of
-`n_devices`, by default this machine's device count), and each parameter's per-device bytes follow
-from its PartitionSpec. So a 256-chip layout can be checked on a laptop before a run is launched.
+The caller passes the model and optimizer state built abstractly (`jax.eval_shape`; lmx.train.state
+.sharding_report builds them from a config), the mesh is a `jax.sharding.AbstractMesh` sized from
+`mesh.shape` (a `-1` axis takes the remaining devices of `n_devices`, by default this machine's device
+count), and each parameter's per-device bytes follow from its PartitionSpec. So a 256-chip layout can
+be checked on a laptop before a run is launched.
 """
 
 from __future__ import annotations
@@ -28,21 +29,6 @@ def abstract_mesh(config: Config, n_devices: int | None = None) -> AbstractMesh:
     return AbstractMesh(tuple(sizes[a] for a in MESH_AXES), MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
 
 
-def abstract_train_state(config: Config) -> dict:
-    """ShapeDtypeStructs (Variables kept) of {"params", "opt_state", ...} as build_trainer makes it."""
-    from lmx.train.loop import build_model
-    from lmx.train.optimizer import make_optimizer
-
-    _, abstract_params = nnx.split(nnx.eval_shape(lambda: build_model(config)))
-    tx, _ = make_optimizer(config.optim, config.train.steps, abstract_params)
-
-    def init():
-        params = nnx.state(build_model(config))
-        return {"params": params, "opt_state": tx.init(params)}
-
-    return jax.eval_shape(init)
-
-
 def _shard_shape(shape, spec, mesh) -> tuple[int, ...]:
     out = []
     for size, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
@@ -56,17 +42,20 @@ def _leaves(tree):
     return jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_var)[0]
 
 
-def sharding_report(config: Config, n_devices: int | None = None) -> dict:
-    """Per-parameter shape, logical axes, spec and bytes per device; totals per device and overall."""
+def layout_report(config: Config, params, opt_state, n_devices: int | None = None) -> dict:
+    """Per-parameter shape, logical axes, spec and bytes per device; totals per device and overall.
+
+    `params` and `opt_state` are abstract (ShapeDtypeStruct leaves, nnx Variables kept so their
+    logical axis names are readable), as `jax.eval_shape` of the train state's init gives them.
+    """
     from lmx.nn.attention import resolve_attention_impl
 
     mesh = abstract_mesh(config, n_devices)
     rules = STRATEGIES[config.mesh.strategy]
-    state = abstract_train_state(config)
     rows, totals = [], {"params": 0, "opt_state": 0}
     global_totals = {"params": 0, "opt_state": 0}
-    for part in ("params", "opt_state"):
-        for path, leaf in _leaves(state[part]):
+    for part, tree in (("params", params), ("opt_state", opt_state)):
+        for path, leaf in _leaves(tree):
             if isinstance(leaf, nnx.Variable):
                 names = logical_names(leaf)
                 value = leaf.get_value()

@@ -1,11 +1,13 @@
 """NamedShardings for pytrees whose nnx.Variables carry logical axis names.
 
 A Variable's `out_sharding` metadata (its logical names) is mapped through the strategy's rules
-table; every other leaf (optimizer counters, step, RNG) is replicated.
+table; every other leaf (optimizer counters, step, RNG) is replicated. The result has the tree's
+structure, so the shardings of a train state are a train state of NamedShardings.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -63,9 +65,12 @@ def tree_shardings(tree, mesh: Mesh, rules: Rules):
     """A pytree of NamedShardings with the same structure as `tree` (Variables kept as wrappers).
 
     Raises ConfigError (before anything is compiled) when a mesh axis does not divide the dimension
-    it shards; a train state's `params` are checked first so the message names the parameter.
+    it shards; a train state's `params` (a field of a dataclass such as lmx.train.state.TrainState,
+    or a key of a dict) are checked first so the message names the parameter.
     """
-    if isinstance(tree, dict) and "params" in tree and len(tree) > 1:
+    if dataclasses.is_dataclass(tree) and hasattr(tree, "params"):
+        tree_shardings(tree.params, mesh, rules)
+    elif isinstance(tree, dict) and "params" in tree and len(tree) > 1:
         tree_shardings(tree["params"], mesh, rules)
 
     def one(path, leaf):

@@ -1,7 +1,9 @@
 """Orbax checkpoints of the train state, the data-iterator state and run metadata.
 
-Each step directory holds three items: `state` (params, optimizer state, step, RNG; restored
-directly into the target shardings, so a checkpoint written under one mesh restores under another),
+Each step directory holds three items: `state` (the TrainState of lmx.train.state: params, optimizer
+state, step, RNG, skipped count; restored directly into the target shardings, so a checkpoint
+written under one mesh restores under another; Orbax stores the dataclass's fields as the keys
+`params`, `opt_state`, ..., the layout of the former dict state, so no conversion is needed),
 `data` (the Grain iterator state as JSON) and `meta` (config, tokenizer and corpus fingerprints).
 Saves are asynchronous and atomic (Orbax finalises a step only when every item is written);
 restore walks back from the newest step to the newest one that reads cleanly.
@@ -14,11 +16,15 @@ import gc
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jax
 import orbax.checkpoint as ocp
 
 from lmx.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from lmx.train.state import TrainState
 
 
 class Checkpointer:
@@ -36,7 +42,7 @@ class Checkpointer:
         steps = self.steps()
         return steps[-1] if steps else None
 
-    def save(self, step: int, state: dict, data_state: dict, meta: dict) -> None:
+    def save(self, step: int, state: TrainState, data_state: dict, meta: dict) -> None:
         self.manager.save(
             step,
             args=ocp.args.Composite(
@@ -59,7 +65,8 @@ class Checkpointer:
         return restored["meta"]
 
     def restore(self, abstract_state, step: int | None = None):
-        """Restore (step, state, data_state, meta); `abstract_state` leaves carry target shardings.
+        """Restore (step, state, data_state, meta); `abstract_state` leaves carry target shardings
+        (`abstract_with_shardings`), and its tree type (TrainState) is the type of `state`.
 
         With `step=None` the newest readable step is used; unreadable newer steps are skipped with a
         warning. A requested step that does not exist or cannot be read raises CheckpointError.

@@ -4,15 +4,20 @@
 be checked before a byte is written (devices, mesh, batch divisibility, run directory) is checked
 first; a resumed run restores params, optimizer state, step, RNG and the data-iterator state, so it
 continues with exactly the batches and losses of an uninterrupted run.
+
+`build_trainer` compiles the steps over the typed train state (lmx.train.state.TrainState);
+`TrainLoop.run` fetches a batch, takes a step and runs the hooks due at that step
+(lmx.train.hooks: logging, evaluation, checkpoints, preemption, the non-finite policy, samples).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
-import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,21 +30,21 @@ from jax.sharding import NamedSharding, PartitionSpec
 import lmx
 from lmx.config import Config
 from lmx.data import prepare_data
-from lmx.decode import generate as generate_text
-from lmx.errors import CheckpointError, ConfigError, NonFiniteError
+from lmx.errors import CheckpointError, ConfigError
 from lmx.eval import evaluate
-from lmx.nn import build_model as build_architecture
 from lmx.nn import flops_per_token, param_count
 from lmx.parallel import STRATEGIES, make_mesh
 from lmx.parallel.activations import with_activation_sharding
 from lmx.parallel.distributed import check_config_agreement
 from lmx.parallel.shardings import batch_sharding, data_parallel_size, tree_shardings
 from lmx.train.checkpoint import Checkpointer, abstract_with_shardings
+from lmx.train.hooks import Hook, StepEvent, standard_hooks
 from lmx.train.metrics import MetricsWriter
 from lmx.train.optimizer import make_optimizer
 from lmx.train.preemption import PreemptionGuard
 from lmx.train.progress import TrainProgress
 from lmx.train.run_dir import check_free_space, checkpoint_bytes, default_run_dir, prepare_run_dir
+from lmx.train.state import TrainState, init_train_state, seeded_model
 from lmx.train.step import make_eval_step, make_train_step
 
 
@@ -50,17 +55,12 @@ class Trainer:
     config: Config
     mesh: object
     graphdef: object
-    abstract_state: dict
-    state_shardings: dict
+    abstract_state: TrainState  # ShapeDtypeStructs (Variables kept)
+    state_shardings: TrainState  # NamedShardings, the same tree
     batch_sharding: NamedSharding
-    train_step: object
-    eval_step: object
-    init_state: object
-
-
-def build_model(config: Config, seed: int | None = None) -> nnx.Module:
-    """The model of `config.model.arch`, initialised from train.seed (or `seed`)."""
-    return build_architecture(config.model, rngs=nnx.Rngs(params=config.train.seed if seed is None else seed))
+    train_step: object  # (TrainState, batch) -> (TrainState, metrics); the state is donated
+    eval_step: object  # (params, batch) -> sums
+    init_state: object  # () -> TrainState at step 0, laid out in state_shardings
 
 
 def check_parallelism(config: Config, mesh) -> None:
@@ -86,19 +86,9 @@ def build_trainer(config: Config, token_bytes: np.ndarray, mesh=None, token_char
     mesh = mesh if mesh is not None else make_mesh(config.mesh)
     check_parallelism(config, mesh)
     rules = STRATEGIES[config.mesh.strategy]
-    graphdef, abstract_params = nnx.split(nnx.eval_shape(lambda: build_model(config)))
+    graphdef, abstract_params = nnx.split(nnx.eval_shape(lambda: seeded_model(config)))
     tx, schedule = make_optimizer(config.optim, config.train.steps, abstract_params)
-
-    def init_state():
-        params = nnx.state(build_model(config))
-        return {
-            "params": params,
-            "opt_state": tx.init(params),
-            "step": jnp.zeros((), jnp.int32),
-            "rng": jax.random.key_data(jax.random.key(config.train.seed + 1)),
-            "skipped": jnp.zeros((), jnp.int32),
-        }
-
+    init_state = functools.partial(init_train_state, config, tx)
     abstract_state = jax.eval_shape(init_state)
     shardings = tree_shardings(abstract_state, mesh, rules)
     replicated = NamedSharding(mesh, PartitionSpec())
@@ -114,7 +104,7 @@ def build_trainer(config: Config, token_bytes: np.ndarray, mesh=None, token_char
             make_eval_step(graphdef, jnp.asarray(token_bytes, jnp.int32),
                            None if token_chars is None else jnp.asarray(token_chars, jnp.int32), config=config),
             mesh, rules),
-        in_shardings=(shardings["params"], data_sharding),
+        in_shardings=(shardings.params, data_sharding),
         out_shardings=replicated,
     )
     return Trainer(
@@ -179,11 +169,13 @@ def train(
     show_progress: bool = True,
     console=None,
     force_tokenizer: bool = False,
+    hooks: Sequence[Hook] = (),
 ) -> dict:
     """Train `config` into `run_dir`; returns the summary dict also written to summary.json.
 
     SIGTERM/SIGINT save a checkpoint at the next step boundary and return normally (summary
-    `status: "preempted"`); `lmx train --resume` continues from there.
+    `status: "preempted"`); `lmx train --resume` continues from there. `hooks` (lmx.train.hooks)
+    run after the built-in ones at each step where they are due, before the preemption check.
     """
     wall_start = time.monotonic()
     run_dir = Path(run_dir) if run_dir else default_run_dir(config)
@@ -217,10 +209,12 @@ def train(
     writer = MetricsWriter(run_dir, truncate_after_step=start_step) if jax.process_index() == 0 else None
     log.close()
 
-    loop = _Loop(config, trainer, data, checkpointer, writer, run_dir, valid)
+    guard = PreemptionGuard(config.train.preemption_grace_seconds)
+    loop = TrainLoop(config, trainer, data, checkpointer, writer, run_dir, valid, iterator,
+                     standard_hooks(config, guard, extra=hooks))
     try:
-        with PreemptionGuard(config.train.preemption_grace_seconds) as guard:
-            state = loop.run(state, iterator, start_step, guard, show_progress, console)
+        with guard:
+            state = loop.run(state, start_step, show_progress, console)
     finally:
         loop.progress_close()
         try:
@@ -230,18 +224,10 @@ def train(
                                   "earlier checkpoints are intact") from None
         if writer:
             writer.close()
+    loop.end(state)  # the hooks' end work: the final evaluation if none ran, the greedy samples
 
-    eval_result = loop.eval_result or evaluate(trainer.eval_step, state["params"], valid)
-    samples = []
-    if (loop.status == "completed" and config.model.architecture.plain_decoder and config.eval.sample_prompts
-            and config.eval.sample_tokens):
-        model = nnx.merge(trainer.graphdef, state["params"])
-        completions = generate_text(model, data.tokenizer, list(config.eval.sample_prompts),
-                                    max_new_tokens=config.eval.sample_tokens, context_len=config.data.seq_len,
-                                    temperature=0.0)
-        samples = [{"prompt": c.prompt, "completion": c.text} for c in completions]
-    summary = _summary(config, data, loop, eval_result, samples, run_dir, start_step if resume else None,
-                       time.monotonic() - wall_start)
+    summary = _summary(config, data, loop, loop.eval_result, loop.samples, run_dir,
+                       start_step if resume else None, time.monotonic() - wall_start)
     if jax.process_index() == 0:
         tmp = run_dir / "summary.json.tmp"
         tmp.write_text(json.dumps(summary, indent=2, default=str))
@@ -249,95 +235,94 @@ def train(
     return summary
 
 
-class _Loop:
-    """The step loop: train, log, evaluate, checkpoint, honour preemption and the non-finite policy."""
+class TrainLoop:
+    """The step loop: fetch a batch, take a train step, run the hooks due at this step (lmx.train.hooks).
+
+    Holds what the hooks share: the run's objects (config, trainer, data, checkpointer, writer,
+    run_dir, valid batches, iterator) and the running results the summary reports (status,
+    last_step, last_loss, skipped, throughput, eval_result, samples).
+    """
 
     def __init__(self, config: Config, trainer: Trainer, data, checkpointer: Checkpointer, writer, run_dir: Path,
-                 valid: list[dict]):
+                 valid: list[dict], iterator, hooks: Sequence[Hook]):
         self.config, self.trainer, self.data = config, trainer, data
         self.checkpointer, self.writer, self.run_dir = checkpointer, writer, run_dir
-        self.valid = valid
-        self.eval_result = None
+        self.valid, self.iterator, self.hooks = valid, iterator, list(hooks)
+        self.total_steps = config.train.steps
+        self.eval_result: dict | None = None
+        self.samples: list[dict] = []
         self.status = "completed"
+        self.stopped = False
+        self.saved_step: int | None = None
         self.last_step = 0
         self.last_loss = None
         self.skipped = 0
         self.timed_steps, self.timed_seconds = 0, 0.0
         self.tokens_per_step = config.data.batch_size * config.data.seq_len
-        self._progress = None
+        self.progress: TrainProgress | None = None
 
-    def progress_close(self) -> None:
-        if self._progress is not None:
-            self._progress.close()
+    def run(self, state: TrainState, start_step: int, show_progress: bool = False, console=None) -> TrainState:
+        self.progress = TrainProgress(self.total_steps, start_step, console=console, enabled=show_progress)
+        self.last_step = start_step
+        for step in range(start_step, self.total_steps):
+            batch = to_global(next(self.iterator), self.trainer.batch_sharding)
+            t0 = time.monotonic()
+            state, metrics = self.trainer.train_step(state, batch)
+            metrics = jax.device_get(metrics)
+            if step > start_step:  # the first step includes compilation
+                self.timed_steps += 1
+                self.timed_seconds += time.monotonic() - t0
+            self.last_step = step + 1
+            self.last_loss = float(metrics["loss"])
+            event = StepEvent(step=step + 1, state=state, metrics=metrics, batch=batch,
+                              last=step + 1 == self.total_steps)
+            for hook in self.hooks:
+                if hook.due(event):
+                    hook(self, event)
+            if self.stopped:
+                break
+        return state
 
-    def _save(self, step: int, state: dict, iterator) -> None:
+    def end(self, state: TrainState) -> None:
+        """Run each hook's `end` (after the loop, once the checkpointer and metrics file are closed)."""
+        for hook in self.hooks:
+            hook.end(self, state)
+
+    # -- services for hooks --
+
+    def log(self, step: int, values: dict, prefix: str = "") -> None:
+        """One metrics.jsonl / TensorBoard row (process 0 only; elsewhere a no-op)."""
+        if self.writer:
+            self.writer.write(step, values, prefix)
+
+    def evaluate(self, state: TrainState) -> dict:
+        """loss, perplexity, bits per byte/char of `state.params` on the validation batches."""
+        return evaluate(self.trainer.eval_step, state.params, self.valid)
+
+    def save(self, step: int, state: TrainState) -> None:
+        """Checkpoint `state` with the iterator state and run metadata (asynchronous when configured)."""
         try:
-            self.checkpointer.save(step, state, iterator.get_state(), _meta(self.config, self.data, step))
+            self.checkpointer.save(step, state, self.iterator.get_state(), _meta(self.config, self.data, step))
         except Exception as exc:
             raise CheckpointError(
                 f"saving the checkpoint of step {step} to {self.checkpointer.directory} failed: "
                 f"{type(exc).__name__}: {exc}; earlier checkpoints are intact"
             ) from None
+        self.saved_step = step
 
-    def _halt(self, state: dict, batch: dict, step: int, loss: float) -> None:
-        from lmx.train.diagnose import first_nonfinite_tensor
+    def stop(self, status: str) -> None:
+        """End the run after this step's hooks; `status` goes to the summary."""
+        self.status, self.stopped = status, True
 
-        culprit = first_nonfinite_tensor(self.trainer.graphdef, state["params"], batch, self.config)
-        last = self.checkpointer.latest_step()
-        raise NonFiniteError(
-            f"train.nonfinite=halt: non-finite loss or gradient at step {step + 1} (batch index {step}, "
-            f"loss={loss}); first non-finite tensor: {culprit}; last good checkpoint: "
-            f"{'none' if last is None else f'step {last}'} in {self.checkpointer.directory}"
-        )
-
-    def run(self, state: dict, iterator, start_step: int, guard: PreemptionGuard, show_progress, console) -> dict:
-        config, trainer, total = self.config, self.trainer, self.config.train.steps
-        valid = self.valid
-        self._progress = TrainProgress(total, start_step, console=console, enabled=show_progress)
-        self.last_step = start_step
-        for step in range(start_step, total):
-            batch = to_global(next(iterator), trainer.batch_sharding)
-            t0 = time.monotonic()
-            state, metrics = trainer.train_step(state, batch)
-            metrics = jax.device_get(metrics)
-            if step > start_step:  # the first step includes compilation
-                self.timed_steps += 1
-                self.timed_seconds += time.monotonic() - t0
-            done = self.last_step = step + 1
-            finite = bool(metrics["finite"])
-            self.last_loss = float(metrics["loss"])
-            if not finite:
-                self.skipped += 1
-                if config.train.nonfinite == "halt":
-                    self._halt(state, batch, step, self.last_loss)
-            tps = self.tokens_per_second() or 0.0
-            eta = (total - done) * (self.timed_seconds / self.timed_steps) if self.timed_steps else 0.0
-            self._progress.update(done, self.last_loss, tps, eta)
-            if self.writer and (done % config.train.log_every == 0 or done == total or not finite):
-                self.writer.write(done, {**{k: v for k, v in metrics.items() if k != "finite"},
-                                         "tokens_per_second": tps, "skipped": self.skipped})
-            if done % config.train.eval_every == 0 or done == total:
-                self.eval_result = evaluate(trainer.eval_step, state["params"], valid)
-                if self.writer:
-                    self.writer.write(done, {k: self.eval_result[k] for k in ("loss", "perplexity", "bits_per_byte", "bits_per_char")},
-                                      "val_")
-            saved = done % config.train.checkpoint_every == 0 or done == total
-            if saved:
-                self._save(done, state, iterator)
-            if done < total and guard.should_stop(done):
-                if not saved:
-                    self._save(done, state, iterator)
-                self.status = "preempted"
-                print(f"lmx train: {guard.signal_name}: saved a checkpoint at step {done}; "
-                      f"continue with: lmx train --resume --run-dir {self.run_dir}", file=sys.stderr, flush=True)
-                break
-        return state
+    def progress_close(self) -> None:
+        if self.progress is not None:
+            self.progress.close()
 
     def tokens_per_second(self) -> float | None:
         return self.tokens_per_step * self.timed_steps / self.timed_seconds if self.timed_seconds else None
 
 
-def _summary(config: Config, data, loop: _Loop, eval_result: dict, samples: list, run_dir: Path,
+def _summary(config: Config, data, loop: TrainLoop, eval_result: dict, samples: list, run_dir: Path,
              resumed_from, wall_seconds: float) -> dict:
     flops = flops_per_token(config.model, config.data.seq_len)
     tokens_seen = loop.last_step * loop.tokens_per_step

@@ -1,7 +1,7 @@
-"""Pure, jittable train and eval steps over a state dict.
+"""Pure, jittable train and eval steps over the typed train state (lmx.train.state.TrainState).
 
-State: {"params": nnx.State, "opt_state": optax state, "step": int32, "rng": uint32 key data,
-"skipped": int32}. The train step averages the gradient over all unmasked tokens of the global
+State: TrainState(params: nnx.State, opt_state: optax state, step: int32, rng: uint32 key data,
+skipped: int32). The train step averages the gradient over all unmasked tokens of the global
 batch; with `grad_accum_steps = k` the batch is split into k micro-batches whose gradient *sums*
 are accumulated under a scan, so the update equals one step on the whole batch. A non-finite loss or
 gradient leaves params and optimizer state unchanged and increments `skipped` (the loop then halts
@@ -18,6 +18,7 @@ from flax import nnx
 from lmx.config import Config
 from lmx.train.forward import forward
 from lmx.train.loss import loss_sums, safe_mean
+from lmx.train.state import TrainState
 
 
 def _forward(graphdef, params, batch, config: Config | None):
@@ -71,8 +72,8 @@ def make_loss_and_grads(graphdef, config: Config):
 def make_train_step(graphdef, tx: optax.GradientTransformation, schedule, config: Config):
     sums_and_grads = make_loss_and_grads(graphdef, config)
 
-    def train_step(state: dict, batch: dict):
-        params, opt_state = state["params"], state["opt_state"]
+    def train_step(state: TrainState, batch: dict):
+        params, opt_state = state.params, state.opt_state
         sums, grad_sums = sums_and_grads(params, batch)
         denominator = jnp.maximum(sums["tokens"], 1.0)
         grads = jax.tree.map(lambda g: g / denominator, grad_sums)
@@ -82,19 +83,19 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, schedule, config
         updates, new_opt_state = tx.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
         keep = lambda new, old: jnp.where(finite, new, old)
-        rng, _ = jax.random.split(jax.random.wrap_key_data(state["rng"]))
-        new_state = {
-            "params": jax.tree.map(keep, new_params, params),
-            "opt_state": jax.tree.map(keep, new_opt_state, opt_state),
-            "step": state["step"] + 1,
-            "rng": jax.random.key_data(rng),
-            "skipped": state["skipped"] + jnp.where(finite, 0, 1).astype(jnp.int32),
-        }
+        rng, _ = jax.random.split(jax.random.wrap_key_data(state.rng))
+        new_state = TrainState(
+            params=jax.tree.map(keep, new_params, params),
+            opt_state=jax.tree.map(keep, new_opt_state, opt_state),
+            step=state.step + 1,
+            rng=jax.random.key_data(rng),
+            skipped=state.skipped + jnp.where(finite, 0, 1).astype(jnp.int32),
+        )
         metrics = {
             "loss": loss,
             "z_loss": safe_mean(sums["z"], sums["tokens"]),
             "grad_norm": grad_norm,
-            "lr": schedule(state["step"]),
+            "lr": schedule(state.step),
             "tokens": sums["tokens"],
             "finite": finite,
         }

@@ -7,7 +7,8 @@ import pytest
 from lmx.cli import main
 from lmx.config import load_config
 from lmx.errors import ConfigError
-from lmx.parallel.report import format_report, sharding_report
+from lmx.parallel.report import format_report
+from lmx.train.state import sharding_report
 
 
 def test_fsdp_over_8_abstract_devices_divides_params_and_opt_state_by_8():

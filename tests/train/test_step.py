@@ -79,7 +79,7 @@ def test_nonfinite_step_leaves_state_unchanged_and_counts(tiny):
     params = state["params"]
     leaves, treedef = jax.tree.flatten(params)
     leaves[0] = leaves[0].at[(0,) * leaves[0].ndim].set(jnp.nan)
-    state["params"] = jax.tree.unflatten(treedef, leaves)
+    state = state.replace(params=jax.tree.unflatten(treedef, leaves))
     before = jax.device_get(state)
     after, metrics = trainer.train_step(state, _batch(tiny))
     assert not bool(metrics["finite"])

@@ -23,7 +23,7 @@ def test_fsdp_over_8_abstract_devices_divides_params_and_opt_state_by_8():
     assert embed == {"name": "embed", "shape": [320, 32], "dtype": "float32", "logical_axes": ["vocab", "embed"],
                      "spec": "P(None, 'fsdp')", "bytes_per_device": 320 * 32 * 4 // 8}
     # which attention kernel this config runs here (auto resolves to xla on CPU)
-    assert report["attention_impl"] == {"config": config.model.attention_impl, "backend": "cpu", "runs": "xla"}
+    assert report["attention_impl"] == {"config": config.model.attention.kernel, "backend": "cpu", "runs": "xla"}
 
 
 def test_dp_replicates_everything():
@@ -43,7 +43,7 @@ def test_cli_info_sharding(capsys):
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "strategy fsdp_tp, mesh data=1 x fsdp=4 x tensor=2 x expert=1 (8 devices" in text
-    assert "embed                   320x32    vocab,embed" in text
+    assert "embed                    320x32    vocab,embed" in text
     assert main(args + ["--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["devices"] == 8 and len(report["parameters"]) == 11

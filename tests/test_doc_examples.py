@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import gc
 import os
 import re
 import shutil
 import time
 from pathlib import Path
 
+import jax
 import pytest
 
 from lmx.cli import main
@@ -100,6 +102,15 @@ def trained_run(tmp_path_factory, cache_dir):
                          "--set", f"data.cache_dir={cache_dir}"])
             assert code == 0, "lmx train --config tiny failed: the examples that load runs/exp1 cannot run"
     return run_dir
+
+
+@pytest.fixture(scope="module", autouse=True)
+def release_compiled_programs():
+    """Free the examples' compiled programs and arrays when the module is done, not at interpreter exit
+    (where an xdist worker's shutdown can interrupt JAX's garbage-collection callback)."""
+    yield
+    jax.clear_caches()
+    gc.collect()
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.name for e in EXAMPLES])

@@ -13,7 +13,8 @@ Conventions for the blocks:
   names `runs/exp1`.
 - A block that is not a program (a signature listing, a formula) is marked with an HTML comment on
   the line right before its fence, `<!-- not-run: REASON -->`; this test skips it and reports the
-  reason. Keep those few.
+  reason. Keep those few. `<!-- slow: REASON -->` runs the block under @pytest.mark.slow (`make test`
+  runs it, `make test-fast` does not): only for a block that trains (docs/training.md).
 
 Tracebacks point into the Markdown file: each block is compiled with the file's path as its filename
 and its code at the lines it has there.
@@ -37,7 +38,7 @@ from lmx.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC_FILES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-NOT_RUN = re.compile(r"^<!--\s*not-run:\s*(?P<reason>.+?)\s*-->$")
+MARKER = re.compile(r"^<!--\s*(?P<kind>not-run|slow):\s*(?P<reason>.+?)\s*-->$")
 RUN_PLACEHOLDER = "runs/exp1"
 
 
@@ -47,6 +48,7 @@ class Example:
     line: int  # 1-based line of the opening fence
     code: str
     not_run: str | None  # the reason given by a `<!-- not-run: ... -->` comment
+    slow: str | None = None  # the reason given by a `<!-- slow: ... -->` comment
 
     @property
     def name(self) -> str:
@@ -54,7 +56,7 @@ class Example:
 
 
 def python_blocks(path: Path) -> list[Example]:
-    """Every ```python block of a Markdown file, with the line of its fence and its not-run reason."""
+    """Every ```python block of a Markdown file, with the line of its fence and its marker's reason."""
     lines = path.read_text(encoding="utf-8").splitlines()
     blocks, i = [], 0
     while i < len(lines):
@@ -69,9 +71,10 @@ def python_blocks(path: Path) -> list[Example]:
             j = start - 1
             while j >= 0 and not lines[j].strip():
                 j -= 1
-            marker = NOT_RUN.match(lines[j].strip()) if j >= 0 else None
+            marker = MARKER.match(lines[j].strip()) if j >= 0 else None
+            reasons = {marker["kind"]: marker["reason"]} if marker else {}
             blocks.append(Example(path, start + 1, "\n".join(lines[start + 1:end]) + "\n",
-                                  marker["reason"] if marker else None))
+                                  reasons.get("not-run"), reasons.get("slow")))
         i = end + 1
     return blocks
 
@@ -113,7 +116,8 @@ def release_compiled_programs():
     gc.collect()
 
 
-@pytest.mark.parametrize("example", EXAMPLES, ids=[e.name for e in EXAMPLES])
+@pytest.mark.parametrize("example", [pytest.param(e, id=e.name, marks=[pytest.mark.slow] if e.slow else [])
+                                     for e in EXAMPLES])
 def test_doc_example_runs(example: Example, request, tmp_path, monkeypatch, cache_dir):
     __tracebackhide__ = True  # the failure shows the Markdown file's lines, not this function
     if example.not_run is not None:

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test test-fast bench lint clean
+.PHONY: run test test-fast bench lint docs clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ test-fast: $(VENV)/.dev-installed
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/main_job.py
+
+docs: $(VENV)/.installed
+	$(PY) -m lmx.config_docs
 
 lint: $(VENV)/.dev-installed
 	$(VENV)/bin/ruff check lmx tests benchmarks configs

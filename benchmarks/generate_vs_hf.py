@@ -50,12 +50,13 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from lmx.config import ModelConfig  # noqa: E402
+from lmx.config import ModelConfig, NormConfig, PositionConfig, RopeConfig  # noqa: E402
 from lmx.interop.hf_llama import to_hf_llama  # noqa: E402
-from lmx.nn.transformer import build_model  # noqa: E402
+from lmx.nn import build_model  # noqa: E402
 
 CONFIG = ModelConfig(d_model=256, n_layers=4, n_heads=8, n_kv_heads=4, d_ff=704, vocab_size=4096, max_seq_len=512,
-                     tie_embeddings=False, rope_theta=10000.0, norm_eps=1e-5)
+                     tie_embeddings=False, position=PositionConfig(rope=RopeConfig(theta=10000.0)),
+                     norm=NormConfig(eps=1e-5))
 SIZES = {  # --size: the benchmark uses "small"; the others show how the ratio moves with model size
     "tiny": dict(d_model=128, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=352),
     "small": {},
@@ -216,9 +217,10 @@ def main() -> None:
     result = {
         "what": "greedy generation, random Llama-shaped model, identical weights; best of repeats",
         "device": args.device, "dtype": args.dtype, "size": args.size, "hf_cache": args.hf_cache,
-        "model": {k: getattr(config, k) for k in ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff",
-                                                   "vocab_size", "max_seq_len", "tie_embeddings", "param_dtype",
-                                                   "compute_dtype", "attention_impl")},
+        "model": {**{k: getattr(config, k) for k in ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff",
+                                                      "vocab_size", "max_seq_len", "tie_embeddings", "param_dtype",
+                                                      "compute_dtype")},
+                  "attention.kernel": config.attention.kernel},
         "n_params": int(sum(np.prod(v.shape) for v in jax.tree.leaves(nnx.state(model, nnx.Param)))),
         "prompt_len": args.prompt_len, "new_tokens": args.new_tokens, "repeats": args.repeats,
         "definitions": {"prefill_tokens_per_s": "batch * prompt_len / prefill_s",

@@ -37,7 +37,7 @@ from generate_vs_hf import CONFIG, SIZES  # noqa: E402
 
 from lmx.decode import engine  # noqa: E402
 from lmx.decode.logits import SamplingConfig  # noqa: E402
-from lmx.nn.transformer import build_model  # noqa: E402
+from lmx.nn import build_model  # noqa: E402
 
 _INSTRUCTION = re.compile(r"\s*(?:ROOT\s+)?%?([\w.\-]+) = (\S+) ([\w\-]+)\(")
 _OP_NAME = re.compile(r'op_name="([^"]+)"')

@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tokenizer_encode.json"))
     args = parser.parse_args(argv)
 
-    from lmx.data import load_corpus, split_corpus, train_tokenizer
-    from lmx.data.tokenizer import take_bytes
+    from lmx.data import load_corpus, split_corpus
+    from lmx.tokenizers import take_bytes, train_tokenizer
 
     split = split_corpus(load_corpus("stdlib"), 0.02)
     train_texts = [d.text for d in split.train]

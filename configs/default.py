@@ -4,7 +4,17 @@ Sized so `make run` (lmx train with no arguments) finishes in under 5 minutes on
 including first-time corpus caching and tokenizer training.
 """
 
-from lmx.config import Config, DataConfig, EvalConfig, ModelConfig, OptimConfig, TrainConfig
+from lmx.config import (
+    Config,
+    DataConfig,
+    EvalConfig,
+    FFNConfig,
+    ModelConfig,
+    NormConfig,
+    OptimConfig,
+    PositionConfig,
+    TrainConfig,
+)
 
 config = Config(
     name="default",
@@ -15,9 +25,9 @@ config = Config(
         n_kv_heads=4,
         vocab_size=4096,
         max_seq_len=256,
-        position="rope",
-        ffn="swiglu",
-        norm="rmsnorm",
+        position=PositionConfig(kind="rope"),
+        ffn=FFNConfig(activation="swiglu"),
+        norm=NormConfig(kind="rmsnorm"),
         tie_embeddings=True,
     ),
     data=DataConfig(corpus="stdlib", tokenizer="byte_bpe", seq_len=128, batch_size=16),

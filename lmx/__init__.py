@@ -8,8 +8,12 @@
 
 __version__ = "0.1.0"
 
+# The packages that fill the registries (lmx.registry) load first, so every config can be validated.
+from lmx import data, nn  # noqa: E402, F401
 from lmx.config import Config, load_config  # noqa: E402
 from lmx.errors import CheckpointError, ConfigError, DataError, LmxError, NonFiniteError  # noqa: E402
+from lmx.parallel import rules as _rules  # noqa: E402, F401
+from lmx.train import optimizer as _optimizer  # noqa: E402, F401
 
 
 def load(run_dir, step=None):

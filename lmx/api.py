@@ -1,4 +1,5 @@
-"""`lmx.load(run_dir, step=None)`: a trained run as Python objects for research scripts."""
+"""`lmx.load(run_dir, step=None)`: a trained run as Python objects for research scripts; `evaluate_run`
+and `config_info`, what `lmx eval` and `lmx info` compute."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from pathlib import Path
 from flax import nnx
 
 from lmx.config import Config
-from lmx.data.tokenizer import Tokenizer
 from lmx.errors import CheckpointError
+from lmx.tokenizers import Tokenizer
 from lmx.train.checkpoint import Checkpointer, abstract_with_shardings
 from lmx.train.run_dir import read_run_config
 
@@ -69,3 +70,51 @@ def load(run_dir, step: int | None = None, force_tokenizer: bool = False) -> Loa
     model = nnx.merge(trainer.graphdef, params)
     return LoadedRun(config=config, model=model, tokenizer=tokenizer, step=restored_step, meta=meta,
                      run_dir=run_dir)
+
+
+def evaluate_run(run: LoadedRun, batches: int | None = None) -> dict:
+    """Validation loss, perplexity, bits per byte and bits per character of a loaded run (`load`) on
+    `batches` batches (default: train.eval_batches) of its config's validation split, on this
+    machine's devices (`config_for_these_devices`): the dict of `lmx.eval.evaluate`."""
+    import jax
+
+    from lmx.data import prepare_data
+    from lmx.eval import evaluate
+    from lmx.train.loop import build_trainer, to_global
+
+    config = config_for_these_devices(run.config)
+    data = prepare_data(config, tokenizer=run.tokenizer)
+    trainer = build_trainer(config, run.tokenizer.token_bytes, token_chars=run.tokenizer.token_chars)
+    params = jax.device_put(nnx.state(run.model), trainer.state_shardings["params"])
+    valid = [to_global(b, trainer.batch_sharding)
+             for b in data.valid_batches(batches or config.train.eval_batches,
+                                         jax.process_index(), jax.process_count())]
+    return evaluate(trainer.eval_step, params, valid)
+
+
+def config_info(config: Config) -> dict:
+    """Parameter counts, FLOPs per token and derived sizes of `config`, and the attention kernel its
+    model.attention_impl runs on this machine (what `lmx info` prints)."""
+    from lmx.nn import flops_per_token, param_count
+    from lmx.parallel.report import attention_kernel
+
+    model = config.model
+    flops = flops_per_token(model, config.data.seq_len)
+    info = {
+        "config": config.name,
+        "params": param_count(model),
+        "params_non_embedding": param_count(model, include_embedding=False),
+        "flops_per_token_forward": flops["forward"],
+        "flops_per_token_training": flops["training"],
+        "d_model": model.d_model,
+        "n_layers": model.n_layers,
+        "n_heads": model.n_heads,
+        "n_kv_heads": model.n_kv_heads,
+        "head_dim": model.resolved_head_dim,
+        "d_ff": model.resolved_d_ff,
+        "vocab_size": model.vocab_size,
+        "seq_len": config.data.seq_len,
+        "tokens_per_step": config.data.batch_size * config.data.seq_len,
+    }
+    info["attention_kernel"] = attention_kernel(config)  # what model.attention_impl runs on this machine
+    return info

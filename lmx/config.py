@@ -3,8 +3,9 @@
 `Config` gathers frozen dataclasses (`ModelConfig`, `DataConfig`, `OptimConfig`, `TrainConfig`,
 `MeshConfig`, `EvalConfig`). Invalid values fail at construction with a `ConfigError` naming the
 field. Config files are Python files defining `config` (a `Config`) or `get_config()`; command-line
-overrides `dotted.key=value` are coerced to the field's declared type. Key names listed in
-docs/ARCHITECTURE.md are stable: sweeps address them with `--set`.
+overrides `dotted.key=value` are coerced to the field's declared type. Key names are
+stable: sweeps address them with `--set`. Each field's docstring (the string on the line after it)
+is its documentation: `python -m lmx.config_docs` renders docs/config.md from them.
 """
 
 from __future__ import annotations
@@ -19,32 +20,12 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from lmx import registry
 from lmx.errors import ConfigError
 
-# Registries of names the config accepts; the modules implementing them check they agree.
-POSITIONS = ("rope", "none", "sinusoidal", "learned", "shaw", "t5", "alibi", "xpos", "base_n")
-FFNS = ("swiglu", "geglu", "glu", "reglu", "gelu", "gelu_tanh", "relu", "silu")
-NORMS = ("rmsnorm", "layernorm")
-NORM_POSITIONS = ("pre", "post", "deepnorm", "rezero")
-ATTENTION_IMPLS = ("plain", "xla", "cudnn", "splash", "auto")
-ATTENTION_KINDS = ("softmax", "linear")
-ATTENTION_PATTERNS = ("dense", "sliding_window", "block_sparse")
-LINEAR_FEATURE_MAPS = ("elu1", "relu")
-ROPE_LAYOUTS = ("half", "interleaved")
-INITS = ("scaled", "normal", "small")
-POOLINGS = ("mean", "first")
-LAYER_TYPES = ("A", "M")  # A: attention block, M: selective state-space (Mamba-style) block
-DTYPES = ("float32", "bfloat16")
-ARCHS = ("decoder", "encoder", "encoder_decoder", "prefix_lm")
-OBJECTIVE_OF_ARCH = {"decoder": "causal_lm", "encoder": "mlm", "encoder_decoder": "span_corruption",
-                     "prefix_lm": "prefix_lm"}
-TOKENIZERS = ("byte_bpe", "bytes", "bpe", "wordpiece", "unigram")  # or "file:PATH" (see docs/tokenizers.md)
-NORMALIZATIONS = ("none", "nfc", "nfkc")
-SCHEDULES = ("cosine", "wsd", "constant", "linear")
-OPTIMIZERS = ("adamw",)
+# Settings without an implementation registry: pure policies and names of the config itself.
 NONFINITE_POLICIES = ("halt", "skip")
 MESH_AXES = ("data", "fsdp", "tensor", "expert")
-REMAT_POLICIES = ("none", "full", "save_dots", "offload")
 
 
 def _check(condition: bool, field: str, message: str) -> None:
@@ -60,70 +41,316 @@ def _check_positive(value: float, field: str) -> None:
     _check(value > 0, field, f"must be positive, got {value}")
 
 
+# --- model sub-configs: each variant family's settings, taken whole by the module that implements it
+
+
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    arch: str = "decoder"
-    d_model: int = 256
-    n_layers: int = 4
-    n_heads: int = 8
-    n_kv_heads: int = 4
-    head_dim: int = 0  # 0: d_model // n_heads
-    d_ff: int = 0  # 0: derived from ffn_ratio, rounded up to ffn_multiple_of
-    ffn_ratio: float = 8 / 3
-    ffn_multiple_of: int = 32
-    vocab_size: int = 4096
-    max_seq_len: int = 256
-    position: str = "rope"
-    rope_theta: float = 10000.0
-    rope_scaling: dict | None = None
-    ffn: str = "swiglu"
-    norm: str = "rmsnorm"
-    norm_eps: float = 1e-5
-    norm_position: str = "pre"
-    tie_embeddings: bool = True
-    attention_impl: str = "auto"
-    param_dtype: str = "float32"
-    compute_dtype: str = "float32"
-    init_std: float = 0.02
-    remat: str = "none"
-    scan_layers: bool = True
-    # positions
-    rope_layout: str = "half"  # half (GPT-NeoX/Llama) or interleaved (GPT-J)
-    rope_fraction: float = 1.0  # partial rotary: fraction of head_dim rotated
-    xpos_scale_base: float = 512.0
-    shaw_max_distance: int = 16  # Shaw: relative distances clipped to [-k, k]
-    t5_num_buckets: int = 32
-    t5_max_distance: int = 128
-    position_base: int = 10  # base_n: digit base
-    # attention
-    attention_kind: str = "softmax"  # softmax or linear (kernel feature map)
-    linear_feature_map: str = "elu1"
-    attention_pattern: str = "dense"  # dense, sliding_window, block_sparse
-    window: int = 0  # sliding_window / block_sparse local window (tokens)
-    sparse_stride: int = 0  # block_sparse: every stride-th key is visible to all later queries
-    global_tokens: int = 0  # block_sparse: the first tokens see and are seen by everyone
+class AttentionConfig:
+    """`model.attention`: how tokens attend (lmx.nn.attention, masks, kernels, linear attention)."""
+
+    kind: str = "softmax"
+    """`linear` replaces the softmax by a kernel feature map (Katharopoulos et al. 2020; decoder or encoder,
+    dense pattern, model.position.kind `none` or an absolute scheme); see
+    [ssm-and-linear-attention.md](ssm-and-linear-attention.md)"""
+    kernel: str = "auto"
+    """softmax attention kernel (lmx.nn.attention_kernels): `plain` (einsum reference), `xla`, `cudnn` (GPU,
+    16-bit compute), `splash` (TPU; static mask, no bias) or `auto`: splash on TPU when the mask is static and
+    there is no bias, cuDNN on GPU with 16-bit compute, else xla; `model.position.kind=shaw` needs `plain`
+    (which auto picks)"""
+    pattern: str = "dense"
+    """causal mask pattern: `sliding_window` needs model.attention.window, `block_sparse` needs
+    model.attention.window and model.attention.stride; patterns other than `dense` need arch=decoder"""
+    window: int = 0
+    """sliding_window / block_sparse: local window in tokens; must be < data.seq_len"""
+    stride: int = 0
+    """block_sparse: every stride-th key (k % stride == stride - 1) is visible to all later queries"""
+    global_tokens: int = 0
+    """block_sparse: the first tokens see and are seen by every (causally allowed) position"""
     qk_norm: bool = False
-    # normalisation, residuals, embeddings, output
-    norm_bias: bool = True  # layernorm only
-    scale_embeddings: bool = False  # multiply token embeddings by sqrt(d_model)
-    logit_soft_cap: float = 0.0  # 0: off; else cap * tanh(logits / cap)
-    init: str = "scaled"  # scaled (GPT-2 residual scaling), normal, small (Nguyen & Salazar 2019)
-    # layer types and architectures
-    layer_pattern: str = "A"  # repeated over the layers: A attention, M selective SSM (hybrid stacks)
-    ssm_state: int = 16
-    ssm_expand: int = 2
-    ssm_conv: int = 4
-    n_encoder_layers: int = 0  # encoder_decoder: 0 means n_layers
-    pooling: str = "mean"  # encoder sentence embeddings: mean or first token
+    """RMSNorm of queries and keys over head_dim before positions and scores"""
+    feature_map: str = "elu1"
+    """linear attention feature map: `elu1` is elu(x) + 1"""
 
     def __post_init__(self):
-        _check_choice(self.arch, ARCHS, "model.arch")
+        registry.ATTENTION_KINDS.check(self.kind, "model.attention.kind")
+        registry.ATTENTION_KERNELS.check(self.kernel, "model.attention.kernel")
+        registry.ATTENTION_PATTERNS.check(self.pattern, "model.attention.pattern")
+        registry.LINEAR_FEATURE_MAPS.check(self.feature_map, "model.attention.feature_map")
+        for name in ("window", "stride", "global_tokens"):
+            _check(getattr(self, name) >= 0, f"model.attention.{name}", f"must be >= 0, got {getattr(self, name)}")
+        if self.pattern == "sliding_window":
+            _check(self.window > 0, "model.attention.window", "pattern=sliding_window needs model.attention.window > 0")
+        if self.pattern == "block_sparse":
+            _check(self.window > 0 and self.stride > 0, "model.attention.stride",
+                   "pattern=block_sparse needs model.attention.window > 0 and model.attention.stride > 0")
+        if self.kind == "linear":
+            _check(self.pattern == "dense", "model.attention.pattern",
+                   f"pattern={self.pattern} is a softmax mask; model.attention.kind=linear is dense")
+
+
+@dataclasses.dataclass(frozen=True)
+class RopeConfig:
+    """`model.position.rope`: rotary embeddings (Su et al. 2021); xpos reads them too."""
+
+    theta: float = 10000.0
+    """RoPE base: pair i of d_rot rotated features turns by p * theta^(-2i/d_rot) at position p"""
+    layout: str = "half"
+    """RoPE/xPos pairing: `half` (pair i = (x_i, x_{i+d/2}); GPT-NeoX, Llama) or `interleaved`
+    (pair i = (x_2i, x_2i+1); GPT-J)"""
+    fraction: float = 1.0
+    """partial rotary: fraction of head_dim rotated (in (0, 1]); the rest passes through"""
+
+    def __post_init__(self):
+        _check_positive(self.theta, "model.position.rope.theta")
+        registry.ROPE_LAYOUTS.check(self.layout, "model.position.rope.layout")
+        _check(0 < self.fraction <= 1, "model.position.rope.fraction", f"must be in (0, 1], got {self.fraction}")
+
+
+@dataclasses.dataclass(frozen=True)
+class XposConfig:
+    """`model.position.xpos`: xPos decay on top of RoPE (Sun et al. 2022)."""
+
+    scale_base: float = 512.0
+    """xPos scale base gamma (q scaled by zeta^(p/gamma), k by zeta^(-p/gamma))"""
+
+    def __post_init__(self):
+        _check_positive(self.scale_base, "model.position.xpos.scale_base")
+
+
+@dataclasses.dataclass(frozen=True)
+class T5BiasConfig:
+    """`model.position.t5`: T5 relative-position buckets (Raffel et al. 2020)."""
+
+    num_buckets: int = 32
+    """buckets (even, >= 4; halved per direction in bidirectional stacks)"""
+    max_distance: int = 128
+    """distance where the log-spaced buckets end (must exceed num_buckets / 2)"""
+
+    def __post_init__(self):
+        _check(self.num_buckets >= 4 and self.num_buckets % 2 == 0, "model.position.t5.num_buckets",
+               f"must be an even number >= 4, got {self.num_buckets}")
+        _check(self.max_distance > self.num_buckets // 2, "model.position.t5.max_distance",
+               f"must exceed num_buckets / 2 = {self.num_buckets // 2}, got {self.max_distance}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ShawConfig:
+    """`model.position.shaw`: relative keys/values of Shaw et al. 2018, distances clipped to [-k, k]."""
+
+    max_distance: int = 16
+    """relative distances clipped to [-k, k] (2k + 1 learned key and value vectors)"""
+
+    def __post_init__(self):
+        _check_positive(self.max_distance, "model.position.shaw.max_distance")
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseNConfig:
+    """`model.position.base_n`: positions written as digits in a base, one embedding per digit."""
+
+    base: int = 10
+    """digit base B (>= 2); one learned [B, d_model] table per digit place"""
+
+    def __post_init__(self):
+        _check(self.base >= 2, "model.position.base_n.base", f"must be >= 2, got {self.base}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PositionConfig:
+    """`model.position`: the scheme (`kind`) and, grouped by scheme, the settings each one reads."""
+
+    kind: str = "rope"
+    """position scheme: `rope` and `xpos` rotate q and k, `alibi` and `t5` add a logit bias, `shaw` adds
+    relative key/value vectors, `sinusoidal`, `learned` and `base_n` are added to the embeddings, `none` is
+    NoPE; a scheme's settings are in the sub-section of its name (xpos also reads rope); see
+    [catalog.md](catalog.md#position-schemes)"""
+    rope: RopeConfig = dataclasses.field(default_factory=RopeConfig)
+    xpos: XposConfig = dataclasses.field(default_factory=XposConfig)
+    t5: T5BiasConfig = dataclasses.field(default_factory=T5BiasConfig)
+    shaw: ShawConfig = dataclasses.field(default_factory=ShawConfig)
+    base_n: BaseNConfig = dataclasses.field(default_factory=BaseNConfig)
+
+    def __post_init__(self):
+        registry.POSITIONS.check(self.kind, "model.position.kind")
+
+    @property
+    def rotary(self) -> bool:
+        return self.kind in ("rope", "xpos")
+
+
+@dataclasses.dataclass(frozen=True)
+class FFNConfig:
+    """`model.ffn`: the feed-forward activation and its width rule (model.d_ff = 0 derives it)."""
+
+    activation: str = "swiglu"
+    """FFN activation: the gated ones (`swiglu`, `geglu`, `reglu`, `glu`) have three matrices, the plain ones
+    two; `gelu` is the erf form, `gelu_tanh` its tanh approximation"""
+    ratio: float = 8 / 3
+    """FFN width ratio when model.d_ff is 0 (8/3 for gated FFNs, 4 for plain)"""
+    multiple_of: int = 32
+    """rounding multiple of the derived d_ff"""
+
+    def __post_init__(self):
+        registry.FFN_ACTIVATIONS.check(self.activation, "model.ffn.activation")
+        _check_positive(self.ratio, "model.ffn.ratio")
+        _check_positive(self.multiple_of, "model.ffn.multiple_of")
+
+
+@dataclasses.dataclass(frozen=True)
+class NormConfig:
+    """`model.norm`: the normalisation and where it sits around each sublayer."""
+
+    kind: str = "rmsnorm"
+    """normalisation layer (computed in float32)"""
+    eps: float = 1e-5
+    """normalisation epsilon"""
+    placement: str = "pre"
+    """residual placement: `pre` (x + f(norm(x))), `post` (norm(x + f(x))), `deepnorm`
+    (norm(alpha x + f(x)), beta-scaled init), `rezero` (x + g f(x), g = 0 at init, no norms)"""
+    bias: bool = True
+    """layernorm only: learn an additive bias"""
+
+    def __post_init__(self):
+        registry.NORMS.check(self.kind, "model.norm.kind")
+        registry.NORM_PLACEMENTS.check(self.placement, "model.norm.placement")
+        _check_positive(self.eps, "model.norm.eps")
+
+
+@dataclasses.dataclass(frozen=True)
+class SSMConfig:
+    """`model.ssm`: selective state-space layers (M in model.layer_pattern; Gu & Dao 2023)."""
+
+    state: int = 16
+    """state size N per channel"""
+    expand: int = 2
+    """inner width E = expand * d_model"""
+    conv: int = 4
+    """causal depthwise convolution width"""
+
+    def __post_init__(self):
+        for name in ("state", "expand", "conv"):
+            _check_positive(getattr(self, name), f"model.ssm.{name}")
+
+
+@dataclasses.dataclass(frozen=True)
+class MoEConfig:
+    """`model.moe`: mixture-of-experts FFN layers. Reserved: num_experts = 0 (dense FFN) only."""
+
+    num_experts: int = 0
+    """experts per FFN layer; reserved: only 0 (a dense FFN) is accepted in this version"""
+
+    def __post_init__(self):
+        _check(self.num_experts == 0, "model.moe.num_experts",
+               "mixture-of-experts layers are not available in this version of lmx; leave it 0")
+
+
+# old flat keys (before the nested model config) -> their new spelling; a config naming one is refused
+RENAMED_KEYS = {
+    "model.position": "model.position.kind",
+    "model.rope_theta": "model.position.rope.theta",
+    "model.rope_layout": "model.position.rope.layout",
+    "model.rope_fraction": "model.position.rope.fraction",
+    "model.xpos_scale_base": "model.position.xpos.scale_base",
+    "model.shaw_max_distance": "model.position.shaw.max_distance",
+    "model.t5_num_buckets": "model.position.t5.num_buckets",
+    "model.t5_max_distance": "model.position.t5.max_distance",
+    "model.position_base": "model.position.base_n.base",
+    "model.attention_kind": "model.attention.kind",
+    "model.attention_impl": "model.attention.kernel",
+    "model.attention_pattern": "model.attention.pattern",
+    "model.window": "model.attention.window",
+    "model.sparse_stride": "model.attention.stride",
+    "model.global_tokens": "model.attention.global_tokens",
+    "model.qk_norm": "model.attention.qk_norm",
+    "model.linear_feature_map": "model.attention.feature_map",
+    "model.ffn": "model.ffn.activation",
+    "model.ffn_ratio": "model.ffn.ratio",
+    "model.ffn_multiple_of": "model.ffn.multiple_of",
+    "model.norm": "model.norm.kind",
+    "model.norm_eps": "model.norm.eps",
+    "model.norm_position": "model.norm.placement",
+    "model.norm_bias": "model.norm.bias",
+    "model.ssm_state": "model.ssm.state",
+    "model.ssm_expand": "model.ssm.expand",
+    "model.ssm_conv": "model.ssm.conv",
+}
+
+
+_SUB_CONFIGS = {"attention": AttentionConfig, "position": PositionConfig, "ffn": FFNConfig, "norm": NormConfig,
+                "ssm": SSMConfig, "moe": MoEConfig}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """`model`: the shape sweeps address (flat) and one sub-config per family of variants."""
+
+    arch: str = "decoder"
+    """architecture (a record in lmx.nn.architectures): `decoder` (causal LM), `encoder` (bidirectional,
+    masked LM; needs `<|mask|>` in data.special_tokens), `encoder_decoder` (T5-style, span corruption; needs
+    data.num_sentinels > 0), `prefix_lm` (bidirectional prefix, causal suffix); see
+    [catalog.md](catalog.md#architectures)"""
+    d_model: int = 256
+    """residual stream width"""
+    n_layers: int = 4
+    """number of blocks (stacked on a `layers` axis and scanned); the decoder depth of encoder_decoder"""
+    n_heads: int = 8
+    """query heads"""
+    n_kv_heads: int = 4
+    """key/value heads (GQA; = n_heads is MHA, 1 is MQA); must divide n_heads"""
+    head_dim: int = 0
+    """per-head width; 0 means d_model / n_heads"""
+    d_ff: int = 0
+    """FFN hidden width; 0 means model.ffn.ratio * d_model rounded up to model.ffn.multiple_of"""
+    vocab_size: int = 4096
+    """embedding rows; the tokenizer is trained to at most this size"""
+    max_seq_len: int = 256
+    """longest sequence the model accepts; data.seq_len must not exceed it"""
+    layer_pattern: str = "A"
+    """layer types repeated over the stack: `A` attention, `M` selective SSM (Mamba-style; sizes in
+    model.ssm), e.g. `MA`; its length must divide n_layers; `M` needs arch=decoder"""
+    n_encoder_layers: int = 0
+    """encoder_decoder: encoder layers (0: n_layers); n_layers is the decoder depth"""
+    tie_embeddings: bool = True
+    """output projection shares the input embedding"""
+    scale_embeddings: bool = False
+    """multiply token embeddings by sqrt(d_model)"""
+    logit_soft_cap: float = 0.0
+    """0: off; else logits = cap * tanh(logits / cap)"""
+    init: str = "scaled"
+    """initialisation: `scaled` (N(0, init_std^2), residual outputs / sqrt(2 n_layers); GPT-2), `normal`
+    (all N(0, init_std^2)), `small` (std sqrt(2 / (5 d_model)), Nguyen & Salazar 2019)"""
+    init_std: float = 0.02
+    """standard deviation of the normal initialiser"""
+    param_dtype: str = "float32"
+    """parameter storage dtype"""
+    compute_dtype: str = "float32"
+    """matmul operand dtype, summed in float32 (norms, softmax, logits, loss stay float32)"""
+    remat: str = "none"
+    """rematerialisation of each block"""
+    scan_layers: bool = True
+    """run blocks with lax.scan (true) or an unrolled loop (false)"""
+    pooling: str = "mean"
+    """encoder sentence embeddings: `mean` over real tokens or the `first` token"""
+    attention: AttentionConfig = dataclasses.field(default_factory=AttentionConfig)
+    position: PositionConfig = dataclasses.field(default_factory=PositionConfig)
+    rope_scaling: dict | None = None
+    """reserved for RoPE scaling (PI, NTK, YaRN, ...; Hugging Face rope_scaling dictionaries); must be unset in
+    this version"""
+    ffn: FFNConfig = dataclasses.field(default_factory=FFNConfig)
+    norm: NormConfig = dataclasses.field(default_factory=NormConfig)
+    ssm: SSMConfig = dataclasses.field(default_factory=SSMConfig)
+    moe: MoEConfig = dataclasses.field(default_factory=MoEConfig)
+
+    def __post_init__(self):
+        for name, section in _SUB_CONFIGS.items():
+            if not isinstance(getattr(self, name), section):
+                _refuse_renamed(f"model.{name}", section_given=False)
+                raise ConfigError(f"model.{name}: expected a {section.__name__}, got {type(getattr(self, name)).__name__}")
+        registry.ARCHITECTURES.check(self.arch, "model.arch")
         for name in ("d_model", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "max_seq_len"):
             _check_positive(getattr(self, name), f"model.{name}")
         _check(self.head_dim >= 0, "model.head_dim", f"must be >= 0, got {self.head_dim}")
         _check(self.d_ff >= 0, "model.d_ff", f"must be >= 0, got {self.d_ff}")
-        _check_positive(self.ffn_ratio, "model.ffn_ratio")
-        _check_positive(self.ffn_multiple_of, "model.ffn_multiple_of")
         if self.head_dim == 0:
             _check(
                 self.d_model % self.n_heads == 0,
@@ -135,85 +362,52 @@ class ModelConfig:
             "model.n_kv_heads",
             f"n_kv_heads={self.n_kv_heads} does not divide n_heads={self.n_heads}",
         )
-        _check_choice(self.position, POSITIONS, "model.position")
-        _check_choice(self.ffn, FFNS, "model.ffn")
-        _check_choice(self.norm, NORMS, "model.norm")
-        _check_choice(self.norm_position, NORM_POSITIONS, "model.norm_position")
-        _check_choice(self.attention_impl, ATTENTION_IMPLS, "model.attention_impl")
-        _check_choice(self.param_dtype, DTYPES, "model.param_dtype")
-        _check_choice(self.compute_dtype, DTYPES, "model.compute_dtype")
-        _check_choice(self.remat, REMAT_POLICIES, "model.remat")
-        _check_positive(self.rope_theta, "model.rope_theta")
-        _check_positive(self.norm_eps, "model.norm_eps")
+        registry.DTYPES.check(self.param_dtype, "model.param_dtype")
+        registry.DTYPES.check(self.compute_dtype, "model.compute_dtype")
+        registry.REMAT.check(self.remat, "model.remat")
+        registry.INITS.check(self.init, "model.init")
+        registry.POOLINGS.check(self.pooling, "model.pooling")
         _check_positive(self.init_std, "model.init_std")
+        _check(self.logit_soft_cap >= 0, "model.logit_soft_cap", "must be >= 0 (0 disables it)")
         _check(
             self.rope_scaling is None,
             "model.rope_scaling",
             "RoPE scaling methods are not available in this version of lmx; leave it unset",
         )
-        self._check_catalog()
-
-    def _check_catalog(self) -> None:
-        _check_choice(self.rope_layout, ROPE_LAYOUTS, "model.rope_layout")
-        _check(0 < self.rope_fraction <= 1, "model.rope_fraction", f"must be in (0, 1], got {self.rope_fraction}")
-        _check_positive(self.xpos_scale_base, "model.xpos_scale_base")
-        _check_positive(self.shaw_max_distance, "model.shaw_max_distance")
-        _check(self.t5_num_buckets >= 4 and self.t5_num_buckets % 2 == 0, "model.t5_num_buckets",
-               f"must be an even number >= 4, got {self.t5_num_buckets}")
-        _check(self.t5_max_distance > self.t5_num_buckets // 2, "model.t5_max_distance",
-               f"must exceed t5_num_buckets / 2 = {self.t5_num_buckets // 2}, got {self.t5_max_distance}")
-        _check(self.position_base >= 2, "model.position_base", f"must be >= 2, got {self.position_base}")
-        _check_choice(self.attention_kind, ATTENTION_KINDS, "model.attention_kind")
-        _check_choice(self.linear_feature_map, LINEAR_FEATURE_MAPS, "model.linear_feature_map")
-        _check_choice(self.attention_pattern, ATTENTION_PATTERNS, "model.attention_pattern")
-        _check(self.window >= 0 and self.sparse_stride >= 0 and self.global_tokens >= 0, "model.window",
-               "window, sparse_stride and global_tokens must be >= 0")
-        if self.attention_pattern == "sliding_window":
-            _check(self.window > 0, "model.window", "attention_pattern=sliding_window needs model.window > 0")
-        if self.attention_pattern == "block_sparse":
-            _check(self.window > 0 and self.sparse_stride > 0, "model.sparse_stride",
-                   "attention_pattern=block_sparse needs model.window > 0 and model.sparse_stride > 0")
-        _check(self.logit_soft_cap >= 0, "model.logit_soft_cap", "must be >= 0 (0 disables it)")
-        _check_choice(self.init, INITS, "model.init")
-        _check_choice(self.pooling, POOLINGS, "model.pooling")
-        _check(bool(self.layer_pattern) and all(c in LAYER_TYPES for c in self.layer_pattern),
-               "model.layer_pattern", f"must be a string of {'/'.join(LAYER_TYPES)}, got {self.layer_pattern!r}")
+        _check(bool(self.layer_pattern) and all(c in registry.LAYER_TYPES for c in self.layer_pattern),
+               "model.layer_pattern",
+               f"must be a string of {'/'.join(registry.LAYER_TYPES.names())}, got {self.layer_pattern!r}")
         _check(self.n_layers % len(self.layer_pattern) == 0, "model.layer_pattern",
                f"its length {len(self.layer_pattern)} must divide model.n_layers={self.n_layers}")
-        for name in ("ssm_state", "ssm_expand", "ssm_conv"):
-            _check_positive(getattr(self, name), f"model.{name}")
         _check(self.n_encoder_layers >= 0, "model.n_encoder_layers", "must be >= 0 (0: n_layers)")
-        if "M" in self.layer_pattern:
-            _check(self.arch == "decoder", "model.layer_pattern",
-                   f"selective SSM layers (M) are causal; model.arch={self.arch} needs attention-only layers")
         self._check_combinations()
+        registry.ARCHITECTURES[self.arch].check_model(self)
 
     def _check_combinations(self) -> None:
-        """Settings that cannot work together; the message names both."""
-        linear = self.attention_kind == "linear"
-        if linear:
-            _check(self.position in ("none", "sinusoidal", "learned", "base_n"), "model.position",
-                   f"position={self.position} acts inside softmax attention; attention_kind=linear takes "
+        """Settings of different sub-configs that cannot work together; the message names both."""
+        attention, position = self.attention, self.position
+        if attention.kind == "linear":
+            _check(position.kind in ("none", "sinusoidal", "learned", "base_n"), "model.position.kind",
+                   f"position.kind={position.kind} acts inside softmax attention; attention.kind=linear takes "
                    "none or an absolute scheme (sinusoidal, learned, base_n)")
-            _check(self.attention_pattern == "dense", "model.attention_pattern",
-                   f"attention_pattern={self.attention_pattern} is a softmax mask; attention_kind=linear is dense")
-            _check(self.arch in ("decoder", "encoder"), "model.arch",
-                   f"arch={self.arch} needs masks that attention_kind=linear does not support")
-        if self.attention_impl in ("xla", "cudnn", "splash"):
-            _check(self.position != "shaw", "model.attention_impl",
-                   f"attention_impl={self.attention_impl} cannot add Shaw value terms (position=shaw); "
+        if attention.kernel in ("xla", "cudnn", "splash"):
+            _check(position.kind != "shaw", "model.attention.kernel",
+                   f"attention.kernel={attention.kernel} cannot add Shaw value terms (position.kind=shaw); "
                    "use plain or auto")
-        if self.attention_impl == "splash":
-            _check(self.position not in ("alibi", "t5"), "model.attention_impl",
-                   f"attention_impl=splash cannot add a logit bias (position={self.position}); use xla or plain")
-        if self.arch == "prefix_lm" and self.attention_pattern != "dense":
-            _check(False, "model.attention_pattern",
-                   f"attention_pattern={self.attention_pattern} is not combined with arch=prefix_lm's prefix mask; use dense")
-        if self.arch in ("encoder", "encoder_decoder") and self.attention_pattern != "dense":
-            _check(False, "model.attention_pattern",
-                   f"attention_pattern={self.attention_pattern} is causal; arch={self.arch} needs a dense encoder")
-        if self.position in ("rope", "xpos"):
-            _check(self.resolved_head_dim % 2 == 0, "model.head_dim", f"position={self.position} needs an even head dimension")
+        if attention.kernel == "splash":
+            _check(position.kind not in ("alibi", "t5"), "model.attention.kernel",
+                   f"attention.kernel=splash cannot add a logit bias (position.kind={position.kind}); use xla or plain")
+        if position.rotary:
+            _check(self.resolved_head_dim % 2 == 0, "model.head_dim",
+                   f"position.kind={position.kind} needs an even head dimension")
+
+    def replace(self, **overrides: Any) -> ModelConfig:
+        """Copy with overrides relative to `model`, dotted or with `__` for the dots:
+        cfg.replace(n_layers=2, position__kind="alibi") == cfg.replace(**{"n_layers": 2, "position.kind": "alibi"})."""
+        tree = json.loads(json.dumps(dataclasses.asdict(self)))
+        for key, value in overrides.items():
+            _set_dotted(tree, key.replace("__", "."), value, type(self), prefix="model.")
+        return _build(ModelConfig, tree, "model.")
 
     @property
     def resolved_head_dim(self) -> int:
@@ -223,54 +417,78 @@ class ModelConfig:
     def resolved_d_ff(self) -> int:
         if self.d_ff:
             return self.d_ff
-        raw = self.ffn_ratio * self.d_model
-        return int(self.ffn_multiple_of * math.ceil(raw / self.ffn_multiple_of))
-
-    @property
-    def is_gated(self) -> bool:
-        return self.ffn in ("swiglu", "geglu", "glu", "reglu")
+        raw = self.ffn.ratio * self.d_model
+        return int(self.ffn.multiple_of * math.ceil(raw / self.ffn.multiple_of))
 
     @property
     def resolved_encoder_layers(self) -> int:
         return self.n_encoder_layers or self.n_layers
 
     @property
+    def architecture(self):
+        """The record of `arch` (lmx.nn.architectures.Architecture): model class, objective, decoding, ..."""
+        return registry.ARCHITECTURES[self.arch]
+
+    @property
     def is_causal(self) -> bool:
-        return self.arch in ("decoder", "prefix_lm")
+        """The (only) stack attends causally: decoder, prefix-LM (an encoder-decoder has one stack of each)."""
+        return self.architecture.causal and not self.architecture.has_cross_attention
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
+    """`data`: the corpus, the tokenizer, packed windows and the objective's settings (lmx.data)."""
+
     corpus: str = "stdlib"
+    """`stdlib` (embedded default), a file, a directory, a glob, or `hf:NAME[:SPLIT]`"""
     tokenizer: str = "byte_bpe"
-    tokenizer_train_bytes: int = 8_000_000  # byte budget of training text the BPE trainer reads
+    """`file:PATH` loads an existing tokenizer file; otherwise the tokenizer kind (`byte_bpe`: byte-level BPE
+    trained on the corpus, `bytes`: raw UTF-8 bytes; see [tokenizers.md](tokenizers.md))"""
+    tokenizer_train_bytes: int = 8_000_000
+    """bytes of training text the BPE trainer reads"""
     seq_len: int = 256
-    batch_size: int = 16  # global batch, in sequences
+    """tokens per training sequence"""
+    batch_size: int = 16
+    """global batch size in sequences (split across processes and data-parallel devices)"""
     valid_fraction: float = 0.02
+    """fraction of documents held out for validation (by a hash of the path)"""
     shuffle_seed: int = 0
-    cache_dir: str = ""  # "" -> $LMX_CACHE or ~/.cache/lmx
-    max_corpus_bytes: int = 0  # 0: no limit; otherwise read documents until this many bytes
-    special_tokens: tuple = ()  # extra special tokens after <|eos|> <|pad|> <|bos|>, e.g. ("<|mask|>",)
-    num_sentinels: int = 0  # span-corruption sentinels <|sentinel_0|>... after special_tokens
-    normalization: str = "none"  # unicode normalisation before tokenizing: none, nfc, nfkc
-    document_mask: bool = False  # packed documents do not attend to each other
-    mlm_rate: float = 0.15  # encoder: fraction of tokens selected for masked-LM
-    noise_density: float = 0.15  # encoder_decoder: fraction of tokens in corrupted spans
-    mean_span_length: float = 3.0  # encoder_decoder: mean corrupted span length
-    prefix_fraction: float = 0.0  # prefix_lm: 0 draws the prefix length uniformly per example, else fixed
+    """seed of the data order"""
+    cache_dir: str = ""
+    """cache of tokenizers and token arrays; empty means $LMX_CACHE or ~/.cache/lmx"""
+    max_corpus_bytes: int = 0
+    """read documents only until this many bytes (0: all)"""
+    special_tokens: tuple = ()
+    """extra special tokens after `<|eos|>` `<|pad|>` `<|bos|>`, e.g. `["<|mask|>"]`"""
+    num_sentinels: int = 0
+    """span-corruption sentinel tokens `<|sentinel_0|>`, ... (after special_tokens)"""
+    normalization: str = "none"
+    """unicode normalisation before tokenizing"""
+    document_mask: bool = False
+    """packed documents do not attend to each other (segment-id mask; decoder, prefix_lm, encoder); for the
+    decoder, positions also restart per document; softmax attention only"""
+    mlm_rate: float = 0.15
+    """encoder: fraction of tokens selected for masked LM (80% `<|mask|>`, 10% random, 10% kept)"""
+    noise_density: float = 0.15
+    """encoder_decoder: fraction of tokens inside corrupted spans"""
+    mean_span_length: float = 3.0
+    """encoder_decoder: mean length of a corrupted span (>= 1)"""
+    prefix_fraction: float = 0.0
+    """prefix_lm: 0 draws the prefix length uniformly per example, else this fixed fraction of the real
+    tokens"""
 
     def __post_init__(self):
         _check(bool(self.corpus.strip()), "data.corpus", "must name a corpus (stdlib, a path, a glob)")
         if self.tokenizer.startswith("file:"):
             _check(bool(self.tokenizer[5:].strip()), "data.tokenizer", "file: needs a path, e.g. file:tok/tokenizer.json")
         else:
-            _check_choice(self.tokenizer, TOKENIZERS, "data.tokenizer")
+            registry.TOKENIZERS.check(self.tokenizer, "data.tokenizer")
         _check(all(isinstance(t, str) and t for t in self.special_tokens), "data.special_tokens",
                "must be a list of non-empty strings")
         _check(len(set(self.special_tokens)) == len(self.special_tokens), "data.special_tokens",
                "must not repeat a token")
         _check(self.num_sentinels >= 0, "data.num_sentinels", f"must be >= 0, got {self.num_sentinels}")
-        _check_choice(self.normalization, NORMALIZATIONS, "data.normalization")
+        registry.NORMALIZATIONS.check(self.normalization, "data.normalization")
         _check_positive(self.seq_len, "data.seq_len")
         _check_positive(self.batch_size, "data.batch_size")
         _check_positive(self.tokenizer_train_bytes, "data.tokenizer_train_bytes")
@@ -284,23 +502,38 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
+    """`optim`: the optimizer and its learning-rate schedule (lmx.train)."""
+
     name: str = "adamw"
+    """optimizer"""
     lr: float = 3e-3
+    """peak learning rate"""
     min_lr_ratio: float = 0.1
+    """final learning rate as a fraction of lr"""
     warmup_steps: int = 20
+    """linear warmup steps from 0"""
     schedule: str = "cosine"
-    decay_fraction: float = 0.2  # wsd: fraction of steps spent in the final decay
+    """learning-rate schedule after warmup (`wsd`: warmup-stable-decay)"""
+    decay_fraction: float = 0.2
+    """wsd: fraction of steps in the final decay"""
     weight_decay: float = 0.1
+    """decoupled weight decay on matrices (not on norm scales)"""
     b1: float = 0.9
+    """Adam beta1"""
     b2: float = 0.95
+    """Adam beta2"""
     eps: float = 1e-8
-    clip_norm: float = 1.0  # 0: no clipping
+    """Adam epsilon"""
+    clip_norm: float = 1.0
+    """global gradient-norm clipping threshold; 0 disables"""
     grad_accum_steps: int = 1
+    """micro-batches per step (must divide data.batch_size)"""
     z_loss: float = 0.0
+    """coefficient of the logit z-loss (0: off)"""
 
     def __post_init__(self):
-        _check_choice(self.name, OPTIMIZERS, "optim.name")
-        _check_choice(self.schedule, SCHEDULES, "optim.schedule")
+        registry.OPTIMIZERS.check(self.name, "optim.name")
+        registry.SCHEDULES.check(self.schedule, "optim.schedule")
         _check_positive(self.lr, "optim.lr")
         _check(0 <= self.min_lr_ratio <= 1, "optim.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
         _check(self.warmup_steps >= 0, "optim.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
@@ -316,17 +549,32 @@ class OptimConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
+    """`train`: the loop: steps, evaluation, checkpoints, logging, failure policies."""
+
     steps: int = 200
+    """optimizer steps"""
     seed: int = 0
+    """parameter-initialisation and step RNG seed"""
     eval_every: int = 100
+    """steps between held-out evaluations (and at the end)"""
     eval_batches: int = 4
+    """validation batches per evaluation (fixed across the run)"""
     checkpoint_every: int = 100
+    """steps between checkpoints (and at the end)"""
     keep_checkpoints: int = 2
+    """newest checkpoints kept"""
     async_checkpointing: bool = True
+    """write checkpoints in the background"""
     log_every: int = 10
+    """steps between metrics.jsonl rows"""
     nonfinite: str = "halt"
-    run_dir: str = ""  # "" -> runs/<config name>-<timestamp>
+    """a non-finite loss or gradient: `halt` stops (the last good checkpoint stays), `skip` drops the update
+    and counts it"""
+    run_dir: str = ""
+    """run directory; empty means runs/NAME-TIMESTAMP"""
     preemption_grace_seconds: float = 120.0
+    """after SIGTERM/SIGINT: save at the next step boundary and exit 0; hard exit (143) if that takes longer
+    than this"""
 
     def __post_init__(self):
         _check_positive(self.steps, "train.steps")
@@ -338,8 +586,13 @@ class TrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class MeshConfig:
+    """`mesh`: the device mesh and the sharding strategy; see [scaling-out.md](scaling-out.md)."""
+
     shape: dict = dataclasses.field(default_factory=lambda: {"data": -1})
+    """device mesh, e.g. {"data": 2, "fsdp": 4} (axes: data, fsdp, tensor, expert); one axis may be -1 (the
+    rest of the devices)"""
     strategy: str = "dp"
+    """sharding rules table"""
 
     def __post_init__(self):
         _check(isinstance(self.shape, dict) and self.shape, "mesh.shape", "must be a non-empty mapping")
@@ -351,15 +604,17 @@ class MeshConfig:
                 f"axis {axis} size must be a positive integer or -1, got {size!r}",
             )
         _check(list(self.shape.values()).count(-1) <= 1, "mesh.shape", "at most one axis may be -1")
-        from lmx.parallel.rules import STRATEGIES  # local import: rules imports nothing from config
-
-        _check_choice(self.strategy, tuple(STRATEGIES), "mesh.strategy")
+        registry.STRATEGIES.check(self.strategy, "mesh.strategy")
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
+    """`eval`: what the end of training prints."""
+
     sample_prompts: tuple = ("def ", "class ", "import ")
+    """prompts for the greedy samples printed after training"""
     sample_tokens: int = 48
+    """tokens generated per sample"""
 
     def __post_init__(self):
         _check(all(isinstance(p, str) for p in self.sample_prompts), "eval.sample_prompts",
@@ -369,7 +624,10 @@ class EvalConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Config:
+    """The whole tree: a name and one section per concern."""
+
     name: str = "default"
+    """config name; names the default run directory"""
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
@@ -407,25 +665,11 @@ class Config:
 
     def _check_model_data(self) -> None:
         model, data = self.model, self.data
-        if model.attention_pattern != "dense":
-            _check(model.window < data.seq_len, "model.window",
-                   f"model.window={model.window} must be smaller than data.seq_len={data.seq_len} "
-                   f"(attention_pattern={model.attention_pattern}; use dense for full attention)")
-        if model.arch == "encoder":
-            _check("<|mask|>" in data.special_tokens, "data.special_tokens",
-                   "model.arch=encoder (masked LM) needs a <|mask|> token: add it to data.special_tokens")
-        if model.arch == "encoder_decoder":
-            _check(data.num_sentinels > 0, "data.num_sentinels",
-                   "model.arch=encoder_decoder (span corruption) needs sentinel tokens: set data.num_sentinels")
-        if model.arch == "prefix_lm":
-            _check(data.seq_len >= 2, "data.seq_len", "model.arch=prefix_lm needs data.seq_len >= 2 (prefix + suffix)")
-        if data.document_mask:
-            _check(model.arch != "encoder_decoder", "data.document_mask",
-                   "model.arch=encoder_decoder builds its own sequences by span corruption; data.document_mask "
-                   "does not apply")
-            _check(model.attention_kind == "softmax" or model.arch == "decoder", "data.document_mask",
-                   f"bidirectional linear attention (model.attention_kind=linear, arch={model.arch}) cannot keep "
-                   "packed documents apart")
+        if model.attention.pattern != "dense":
+            _check(model.attention.window < data.seq_len, "model.attention.window",
+                   f"model.attention.window={model.attention.window} must be smaller than data.seq_len={data.seq_len} "
+                   f"(attention.pattern={model.attention.pattern}; use dense for full attention)")
+        model.architecture.check_data(model, data)
 
     # --- conversion -------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -485,6 +729,7 @@ def _hints(cls) -> dict:
 def _field_type(cls, dotted: str):
     parts = dotted.split(".")
     current = cls
+    _refuse_renamed(dotted, section_given=False)
     for i, part in enumerate(parts):
         if not dataclasses.is_dataclass(current):
             raise ConfigError(f"{'.'.join(parts[:i])}: is not a section; cannot set {dotted!r}")
@@ -497,7 +742,16 @@ def _field_type(cls, dotted: str):
     return current
 
 
-def _set_dotted(tree: dict, dotted: str, value: Any, cls) -> None:
+def _refuse_renamed(full_key: str, section_given: bool) -> None:
+    """A one-line error for a key of the flat model config that the nested config renamed (a key that
+    is now a section, such as model.position, is refused only when it is given a plain value)."""
+    new = RENAMED_KEYS.get(full_key)
+    if new is not None and not section_given:
+        raise ConfigError(f"{full_key}: renamed to {new} (the model config is nested; see docs/config.md)")
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any, cls, prefix: str = "") -> None:
+    _refuse_renamed(prefix + dotted, section_given=isinstance(value, dict))
     _field_type(cls, dotted)  # validates the key
     parts = dotted.split(".")
     node = tree
@@ -588,6 +842,10 @@ def _build(cls, data: Any, prefix: str):
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
     hints = _hints(cls)
+    for key, value in data.items():
+        if key not in hints or dataclasses.is_dataclass(hints[key]):
+            _refuse_renamed(f"{prefix}{key}", section_given=isinstance(value, (dict, cls)) or
+                            dataclasses.is_dataclass(value))
     unknown = sorted(set(data) - set(hints))
     if unknown:
         where = prefix.rstrip(".") or "config"

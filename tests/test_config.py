@@ -44,7 +44,7 @@ def test_json_round_trip():
         ("optim.lr=-1", "optim.lr"),
         ("train.steps=0", "train.steps"),
         ("data.batch_size=0", "data.batch_size"),
-        ("model.position=wat", "model.position"),
+        ("model.position.kind=wat", "model.position.kind"),
         ("data.seq_len=100000", "data.seq_len"),
         ("mesh.shape={\"dat\": 2}", "mesh.shape"),
         ("mesh.shape=[1]", "mesh.shape"),

@@ -300,7 +300,7 @@ _REQUIRED = {
 
 
 def _tokenizer_options(name: str, tokenizer) -> dict:
-    """The id arguments of objective `name` read from a lmx.data.Tokenizer."""
+    """The id arguments of objective `name` read from a lmx.tokenizers.Tokenizer."""
     if name == "mlm":
         if tokenizer.mask_id is None:
             raise ConfigError("mlm: the tokenizer has no <|mask|> token (add it to data.special_tokens)")

@@ -14,10 +14,9 @@ from lmx.data.cache import cache_root
 from lmx.data.corpus import load_corpus
 from lmx.data.pipeline import make_train_iterator, valid_batches
 from lmx.data.split import split_corpus
-from lmx.data.tokenizer import get_tokenizer, tokenizer_kind
-from lmx.data.tokenizer_base import Tokenizer
 from lmx.data.tokens import get_token_arrays
 from lmx.errors import ConfigError
+from lmx.tokenizers import Tokenizer, get_tokenizer, tokenizer_kind
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,10 +110,9 @@ def prepare_data(
         "vocab_size": tokenizer.vocab_size,
         "token_cache": str(tokens.directory),
     }
-    from lmx.config import OBJECTIVE_OF_ARCH
 
     return PreparedData(data, tokenizer, corpus.fingerprint, tokens.train, tokens.valid, stats,
-                        objective_name=OBJECTIVE_OF_ARCH[config.model.arch])
+                        objective_name=config.model.architecture.objective)
 
 
 def check_tokenizer(tokenizer: Tokenizer, config: Config) -> None:

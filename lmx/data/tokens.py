@@ -17,8 +17,8 @@ import numpy as np
 from lmx.data.cache import atomic_directory, cache_key
 from lmx.data.corpus import Document
 from lmx.data.split import CorpusSplit
-from lmx.data.tokenizer_base import Tokenizer
 from lmx.errors import DataError
+from lmx.tokenizers import Tokenizer
 
 CACHE_FORMAT = 1
 SPLITS = ("train", "valid")

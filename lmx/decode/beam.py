@@ -147,7 +147,7 @@ def beam_search(model, prompt_ids, *, beams: int, max_new_tokens: int, eos_id: i
                 vocab_limit: int | None = None) -> list[list[Hypothesis]]:
     """The `num_return` (default: `beams`) best hypotheses per prompt, best first."""
     config = model.config
-    if config.arch not in ("decoder", "prefix_lm"):
+    if not config.architecture.causal or config.architecture.has_cross_attention:
         raise ConfigError(f"beam search supports arch decoder and prefix_lm, not model.arch={config.arch}")
     if not isinstance(beams, int) or isinstance(beams, bool) or beams < 1:
         raise ConfigError(f"beams must be an integer >= 1, got {beams!r}")

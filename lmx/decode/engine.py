@@ -33,7 +33,7 @@ from flax import nnx
 
 from lmx.decode.logits import SamplingConfig, log_softmax_safe, process_logits, sample_token, warp_logits
 from lmx.errors import ConfigError
-from lmx.nn.kv_cache import DecodeCache, cache_capacity, init_cache, unstack_layers
+from lmx.nn.kv_cache import DecodeCache, cache_capacity, unstack_layers
 
 TABLE_POSITIONS = ("learned", "base_n")  # absolute schemes with a trained table: no position beyond it
 UNROLL_LAYERS = 16  # up to this many layer groups, decoding unrolls the layers over per-layer caches
@@ -44,9 +44,8 @@ def decode_layers(model) -> list | None:
     None (scan the stacked layers) when there are more than UNROLL_LAYERS groups: unrolling avoids
     slicing every layer's weights and cache at every token, at the price of compile time that grows
     with depth."""
-    stack = model.decoder if model.config.arch == "encoder_decoder" else model.blocks
-    n_groups = model.config.n_layers // (1 if model.config.arch == "encoder_decoder" else len(model.config.layer_pattern))
-    return unstack_layers(stack) if n_groups <= UNROLL_LAYERS else None
+    n_groups = jax.tree.leaves(nnx.state(model.decoding_stack))[0].shape[0]
+    return unstack_layers(model.decoding_stack) if n_groups <= UNROLL_LAYERS else None
 
 
 @jax.tree_util.register_dataclass
@@ -94,9 +93,9 @@ def context_length(config, context_len: int | None) -> int:
     context_len = config.max_seq_len if context_len is None else int(context_len)
     if context_len < 1:
         raise ConfigError(f"context_len must be >= 1, got {context_len}")
-    if context_len > config.max_seq_len and config.position in TABLE_POSITIONS:
+    if context_len > config.max_seq_len and config.position.kind in TABLE_POSITIONS:
         raise ConfigError(f"context_len={context_len} exceeds model.max_seq_len={config.max_seq_len}, the size of "
-                          f"the trained position table (position={config.position})")
+                          f"the trained position table (position={config.position.kind})")
     return context_len
 
 
@@ -136,22 +135,10 @@ def prefill(graphdef, params, tokens_BxP, lengths_B, budget_B, key, *, capacity:
     """Run the prompts through the model once; the state holds the cache and the next-token logits.
     For an encoder-decoder the prompts go to the encoder and `tokens_BxP` is the decoder start."""
     model = nnx.merge(graphdef, params)
-    config = model.config
     B, P = tokens_BxP.shape
-    positions = jnp.broadcast_to(jnp.arange(P, dtype=jnp.int32), (B, P))
-    valid = positions < lengths_B[:, None]
-    layers = decode_layers(model)
-    if config.arch == "encoder_decoder":
-        states = model.encode(encoder_tokens_BxS, encoder_valid_BxS)
-        cache = init_cache(config, B, capacity, context_len=encoder_tokens_BxS.shape[1], per_layer=layers is not None)
-        cache = dataclasses.replace(cache, context_valid_BxS=encoder_valid_BxS)
-        logits, cache = model.extend(tokens_BxP, positions, cache, valid_BxT=valid, fresh=True,
-                                     encoder_states_BxSxD=states, logits_at_B=lengths_B - 1, layers=layers)
-    else:
-        cache = init_cache(config, B, capacity, per_layer=layers is not None)
-        extra = {"prefix_len_B": lengths_B} if config.arch == "prefix_lm" else {}
-        logits, cache = model.extend(tokens_BxP, positions, cache, valid_BxT=valid, fresh=True,
-                                     logits_at_B=lengths_B - 1, layers=layers, **extra)
+    valid = jnp.arange(P)[None, :] < lengths_B[:, None]
+    logits, cache = model.start_decoding(tokens_BxP, lengths_B, capacity, layers=decode_layers(model),
+                                         encoder_tokens_BxS=encoder_tokens_BxS, encoder_valid_BxS=encoder_valid_BxS)
     history = jnp.zeros((B, history_len), jnp.int32).at[:, :P].set(jnp.where(valid, tokens_BxP, 0))
     zeros = jnp.zeros((B,), jnp.int32)
     return DecodeState(cache=cache, logits_BxV=logits[:, 0], history_BxT=history, length_B=lengths_B,
@@ -179,10 +166,7 @@ def choose(state: DecodeState, sampling: SamplingConfig, vocab_limit: int | None
 
 def extend_kwargs(model, prompt_length_B, layers) -> dict:
     """Keyword arguments of `model.extend` for a decode step."""
-    extra = {"layers": layers}
-    if model.config.arch == "prefix_lm":
-        extra["prefix_len_B"] = prompt_length_B
-    return extra
+    return {"layers": layers, "prefix_len_B": prompt_length_B}  # the prompt is a prefix-LM's prefix
 
 
 def _step(model, layers, state: DecodeState, sampling, eos_id, vocab_limit, stream) -> DecodeState:
@@ -258,8 +242,8 @@ def start(model, prompt_ids, *, max_new_tokens: int, seed: int = 0, context_len:
           truncate: bool = False, pad_id: int = 0, decoder_start_id: int | None = None):
     """(graphdef, params, state after prefill, stats): validate, pack and prefill the prompts."""
     config = model.config
-    if config.arch == "encoder":
-        raise ConfigError("model.arch=encoder is a masked-LM encoder: it does not generate text "
+    if not config.architecture.causal:
+        raise ConfigError(f"model.arch={config.arch} is a masked-LM encoder: it does not generate text "
                           "(use sentence_embedding or the MLM logits)")
     if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
         raise ConfigError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
@@ -267,7 +251,7 @@ def start(model, prompt_ids, *, max_new_tokens: int, seed: int = 0, context_len:
     graphdef, params = nnx.split(model)
     key = jax.random.key(seed)
     t0 = time.perf_counter()
-    if config.arch == "encoder_decoder":
+    if config.architecture.has_cross_attention:  # the prompt goes to the encoder
         encoder = pack_prompts(prompt_ids, context_len=context_len + 1, pad_id=pad_id, truncate=truncate)
         start_id = pad_id if decoder_start_id is None else decoder_start_id
         B = encoder.batch

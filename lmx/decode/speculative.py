@@ -164,10 +164,10 @@ def check_draft(target, draft) -> None:
                           "speculative decoding needs the same tokenizer")
     for model, name in ((target, "target"), (draft, "draft")):
         c = model.config
-        if c.arch != "decoder" or "M" in c.layer_pattern or c.attention_kind != "softmax":
+        if not c.architecture.plain_decoder or "M" in c.layer_pattern or c.attention.kind != "softmax":
             raise ConfigError(f"speculative decoding needs softmax-attention decoders (recurrent states cannot be "
                               f"rolled back); the {name} model has arch={c.arch}, layer_pattern={c.layer_pattern!r}, "
-                              f"attention_kind={c.attention_kind}")
+                              f"attention_kind={c.attention.kind}")
 
 
 def speculative_generate(target, draft, prompt_ids, *, max_new_tokens: int, gamma: int = 4,

@@ -11,15 +11,15 @@ are [out, in], so every lmx [in.., out..] matrix is flattened and transposed):
 
     lmx                              shape       HF (float32)                                     shape
     embed                            [V, D]      model.embed_tokens.weight                        [V, D]
-    blocks.attn_norm.scale[i]        [D]         model.layers.{i}.input_layernorm.weight          [D]
-    blocks.attn.query[i]             [D, N, H]   model.layers.{i}.self_attn.q_proj.weight         [N*H, D]
-    blocks.attn.key[i]               [D, K, H]   model.layers.{i}.self_attn.k_proj.weight         [K*H, D]
-    blocks.attn.value[i]             [D, K, H]   model.layers.{i}.self_attn.v_proj.weight         [K*H, D]
-    blocks.attn.out[i]               [N, H, D]   model.layers.{i}.self_attn.o_proj.weight         [D, N*H]
-    blocks.mlp_norm.scale[i]         [D]         model.layers.{i}.post_attention_layernorm.weight [D]
-    blocks.mlp.gate[i]               [D, F]      model.layers.{i}.mlp.gate_proj.weight            [F, D]
-    blocks.mlp.up[i]                 [D, F]      model.layers.{i}.mlp.up_proj.weight              [F, D]
-    blocks.mlp.down[i]               [F, D]      model.layers.{i}.mlp.down_proj.weight            [D, F]
+    blocks.mixer_norm.scale[i]       [D]         model.layers.{i}.input_layernorm.weight          [D]
+    blocks.mixer.query[i]            [D, N, H]   model.layers.{i}.self_attn.q_proj.weight         [N*H, D]
+    blocks.mixer.key[i]              [D, K, H]   model.layers.{i}.self_attn.k_proj.weight         [K*H, D]
+    blocks.mixer.value[i]            [D, K, H]   model.layers.{i}.self_attn.v_proj.weight         [K*H, D]
+    blocks.mixer.out[i]              [N, H, D]   model.layers.{i}.self_attn.o_proj.weight         [D, N*H]
+    blocks.ffn_norm.scale[i]         [D]         model.layers.{i}.post_attention_layernorm.weight [D]
+    blocks.ffn.gate[i]               [D, F]      model.layers.{i}.mlp.gate_proj.weight            [F, D]
+    blocks.ffn.up[i]                 [D, F]      model.layers.{i}.mlp.up_proj.weight              [F, D]
+    blocks.ffn.down[i]               [F, D]      model.layers.{i}.mlp.down_proj.weight            [D, F]
     final_norm.scale                 [D]         model.norm.weight                                [D]
     unembed (untied only)            [D, V]      lm_head.weight (tied: shares embed_tokens)       [V, D]
 
@@ -47,20 +47,28 @@ from flax import nnx
 
 from lmx.config import ModelConfig
 from lmx.errors import ConfigError
+from lmx.nn.architectures import build_model
 
 # (field, required value) of a Llama-shaped ModelConfig, checked in this order.
-LLAMA_SETTINGS = (
-    ("arch", "decoder"), ("position", "rope"), ("rope_layout", "half"), ("rope_fraction", 1.0),
-    ("norm", "rmsnorm"), ("norm_position", "pre"), ("ffn", "swiglu"), ("qk_norm", False),
+LLAMA_SETTINGS = (  # dotted keys under model.
+    ("arch", "decoder"), ("position.kind", "rope"), ("position.rope.layout", "half"), ("position.rope.fraction", 1.0),
+    ("norm.kind", "rmsnorm"), ("norm.placement", "pre"), ("ffn.activation", "swiglu"), ("attention.qk_norm", False),
     ("logit_soft_cap", 0.0), ("scale_embeddings", False), ("layer_pattern", "A"),
-    ("attention_kind", "softmax"), ("attention_pattern", "dense"), ("rope_scaling", None),
+    ("attention.kind", "softmax"), ("attention.pattern", "dense"), ("rope_scaling", None),
 )
+
+
+def _get(config: ModelConfig, dotted: str):
+    value = config
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
 
 
 def check_llama_compatible(config: ModelConfig) -> None:
     """Raise ConfigError naming the first setting that a Hugging Face Llama cannot express."""
     for field, required in LLAMA_SETTINGS:
-        value = getattr(config, field)
+        value = _get(config, field)
         if value != required:
             raise ConfigError(f"model.{field}: {field}={value!r} has no Hugging Face Llama equivalent; "
                               f"Llama interop needs {field}={required!r}")
@@ -75,14 +83,14 @@ def to_hf_llama_config(config: ModelConfig, **hf_kwargs: Any):
         vocab_size=config.vocab_size, hidden_size=config.d_model, intermediate_size=config.resolved_d_ff,
         num_hidden_layers=config.n_layers, num_attention_heads=config.n_heads,
         num_key_value_heads=config.n_kv_heads, head_dim=config.resolved_head_dim, hidden_act="silu",
-        rms_norm_eps=config.norm_eps, max_position_embeddings=config.max_seq_len,
+        rms_norm_eps=config.norm.eps, max_position_embeddings=config.max_seq_len,
         tie_word_embeddings=config.tie_embeddings, attention_bias=False, mlp_bias=False,
         bos_token_id=None, eos_token_id=None, pad_token_id=None,
     )
     if "rope_parameters" in LlamaConfig().to_dict():  # transformers >= 5
-        kwargs["rope_parameters"] = {"rope_type": "default", "rope_theta": float(config.rope_theta)}
+        kwargs["rope_parameters"] = {"rope_type": "default", "rope_theta": float(config.position.rope.theta)}
     else:
-        kwargs["rope_theta"] = float(config.rope_theta)
+        kwargs["rope_theta"] = float(config.position.rope.theta)
     kwargs.update(hf_kwargs)
     return LlamaConfig(**kwargs)
 
@@ -99,7 +107,8 @@ def _hf_rope_theta(hf_config) -> float:
 
 
 def from_hf_llama_config(hf_config, **overrides: Any) -> ModelConfig:
-    """The lmx ModelConfig of a `transformers.LlamaConfig`; `overrides` are ModelConfig fields."""
+    """The lmx ModelConfig of a `transformers.LlamaConfig`; `overrides` are ModelConfig keys
+    (dotted or with `__`, as in `ModelConfig.replace`)."""
     for name, required in (("hidden_act", "silu"), ("attention_bias", False), ("mlp_bias", False)):
         value = getattr(hf_config, name, required)
         if value != required:
@@ -111,12 +120,12 @@ def from_hf_llama_config(hf_config, **overrides: Any) -> ModelConfig:
         n_kv_heads=hf_config.num_key_value_heads or n_heads,
         head_dim=0 if head_dim * n_heads == d_model else head_dim,
         d_ff=hf_config.intermediate_size, vocab_size=hf_config.vocab_size,
-        max_seq_len=hf_config.max_position_embeddings, position="rope", rope_theta=_hf_rope_theta(hf_config),
-        rope_layout="half", rope_fraction=1.0, ffn="swiglu", norm="rmsnorm", norm_eps=float(hf_config.rms_norm_eps),
-        norm_position="pre", tie_embeddings=bool(hf_config.tie_word_embeddings),
+        max_seq_len=hf_config.max_position_embeddings, tie_embeddings=bool(hf_config.tie_word_embeddings),
     )
-    fields.update(overrides)
-    config = ModelConfig(**fields)
+    config = ModelConfig(**fields).replace(**{
+        "position.kind": "rope", "position.rope.theta": _hf_rope_theta(hf_config), "position.rope.layout": "half",
+        "position.rope.fraction": 1.0, "ffn.activation": "swiglu", "norm.kind": "rmsnorm",
+        "norm.eps": float(hf_config.rms_norm_eps), "norm.placement": "pre"}).replace(**overrides)
     check_llama_compatible(config)
     return config
 
@@ -124,11 +133,11 @@ def from_hf_llama_config(hf_config, **overrides: Any) -> ModelConfig:
 def _layer_names(i: int) -> dict[tuple[str, ...], str]:
     """lmx parameter path (under blocks, without the layer index) -> HF name of layer i."""
     p = f"model.layers.{i}."
-    return {("attn_norm", "scale"): p + "input_layernorm.weight", ("attn", "query"): p + "self_attn.q_proj.weight",
-            ("attn", "key"): p + "self_attn.k_proj.weight", ("attn", "value"): p + "self_attn.v_proj.weight",
-            ("attn", "out"): p + "self_attn.o_proj.weight", ("mlp_norm", "scale"): p + "post_attention_layernorm.weight",
-            ("mlp", "gate"): p + "mlp.gate_proj.weight", ("mlp", "up"): p + "mlp.up_proj.weight",
-            ("mlp", "down"): p + "mlp.down_proj.weight"}
+    return {("mixer_norm", "scale"): p + "input_layernorm.weight", ("mixer", "query"): p + "self_attn.q_proj.weight",
+            ("mixer", "key"): p + "self_attn.k_proj.weight", ("mixer", "value"): p + "self_attn.v_proj.weight",
+            ("mixer", "out"): p + "self_attn.o_proj.weight", ("ffn_norm", "scale"): p + "post_attention_layernorm.weight",
+            ("ffn", "gate"): p + "mlp.gate_proj.weight", ("ffn", "up"): p + "mlp.up_proj.weight",
+            ("ffn", "down"): p + "mlp.down_proj.weight"}
 
 
 def _to_hf_matrix(key: tuple[str, ...], w: np.ndarray) -> np.ndarray:
@@ -137,14 +146,14 @@ def _to_hf_matrix(key: tuple[str, ...], w: np.ndarray) -> np.ndarray:
         return w.reshape(w.shape[0], -1).T
     if key[1] == "out":  # [N, H, D] -> [D, N*H]
         return w.reshape(-1, w.shape[-1]).T
-    if key[0] == "mlp":  # [D, F] / [F, D] -> transposed
+    if key[0] == "ffn":  # [D, F] / [F, D] -> transposed
         return w.T
     return w
 
 
 def _from_hf_matrix(key: tuple[str, ...], w: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """The inverse of `_to_hf_matrix`: an HF weight -> one layer's lmx array of `shape`."""
-    if key[1] in ("query", "key", "value", "out") or key[0] == "mlp":
+    if key[1] in ("query", "key", "value", "out") or key[0] == "ffn":
         w = w.T
     if w.size != int(np.prod(shape)):
         raise ConfigError(f"{'.'.join(key)}: Hugging Face weight of {w.size} values does not fit lmx shape {shape}")
@@ -193,9 +202,8 @@ def to_hf_llama(model, **hf_kwargs: Any):
 
 def from_hf_llama(hf_model, **overrides: Any):
     """(ModelConfig, lmx Transformer) from a `transformers.LlamaForCausalLM` (or anything with `.config`
-    and `.state_dict()` in its layout); `overrides` are ModelConfig fields (attention_impl, dtypes, ...)."""
-    from lmx.nn.transformer import build_model
-
+    and `.state_dict()` in its layout); `overrides` as in `from_hf_llama_config`
+    (attention__kernel, dtypes, ...)."""
     config = from_hf_llama_config(hf_model.config, **overrides)
     hf = {name: t.detach().to("cpu").float().numpy() for name, t in hf_model.state_dict().items()}
     # Built abstractly (shapes only, no random init): every parameter is overwritten below.

@@ -2,14 +2,15 @@
 
 Every module is a Flax NNX module usable in one's own model; every parameter carries logical axis
 names (see `logical_partition_specs`). Registries map config names to implementations: NORMS
-(config.norm), POSITIONS (config.position), FFN_ACTIVATIONS (config.ffn), ATTENTION_IMPLS
-(config.attention_impl), REMAT (config.remat). See docs/model.md.
+(config.norm.kind), POSITIONS (config.position.kind), FFN_ACTIVATIONS (config.ffn.activation), ATTENTION_IMPLS
+(config.attention.kernel), REMAT (config.remat). See docs/model.md.
 """
 
-from lmx import config as _config
 from lmx.nn.accounting import flops_per_token, matmul_params, param_count
-from lmx.nn.attention import ATTENTION_IMPLS, Attention, segment_mask
-from lmx.nn.blocks import LayerInputs, deepnorm_constants
+from lmx.nn.architectures import ARCHITECTURES, Architecture, build_model
+from lmx.nn.attention import ATTENTION_IMPLS, Attention, LinearAttention, segment_mask
+from lmx.nn.blocks import deepnorm_constants
+from lmx.nn.layer_inputs import LayerCache, LayerInputs, MaskKind
 from lmx.nn.masks import MASKS
 from lmx.nn.mlp import FFN_ACTIVATIONS, MLP, FFNActivation
 from lmx.nn.norms import NORMS, LayerNorm, RMSNorm
@@ -18,25 +19,17 @@ from lmx.nn.partition import logical_partition_specs
 from lmx.nn.positions import POSITIONS, apply_rope, rope_frequencies
 from lmx.nn.remat import REMAT
 from lmx.nn.rotary import apply_rotary
-from lmx.nn.transformer import MODELS, Block, EncoderDecoder, Transformer, build_model
-
-# the config's accepted names and these registries must agree
-for _names, _registry in (
-    (_config.NORMS, NORMS),
-    (_config.ARCHS, MODELS),
-    (_config.POSITIONS, POSITIONS),
-    (_config.FFNS, FFN_ACTIVATIONS),
-    (_config.ATTENTION_IMPLS, ATTENTION_IMPLS),
-    (_config.REMAT_POLICIES, REMAT),
-):
-    if set(_names) != set(_registry):
-        raise ImportError(f"lmx.config lists {sorted(_names)} but lmx.nn implements {sorted(_registry)}")
+from lmx.nn.transformer import Block, EncoderDecoder, Transformer
 
 __all__ = [
     "MASKS",
-    "MODELS",
+    "ARCHITECTURES",
+    "Architecture",
     "EncoderDecoder",
+    "LayerCache",
     "LayerInputs",
+    "MaskKind",
+    "LinearAttention",
     "apply_rotary",
     "build_model",
     "deepnorm_constants",

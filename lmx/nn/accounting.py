@@ -25,9 +25,9 @@ from lmx.nn.mlp import FFN_ACTIVATIONS
 
 
 def _norm_params(config: ModelConfig) -> int:
-    if config.norm_position == "rezero":
+    if config.norm.placement == "rezero":
         return 0
-    has_bias = config.norm == "layernorm" and config.norm_bias
+    has_bias = config.norm.kind == "layernorm" and config.norm.bias
     return config.d_model * (2 if has_bias else 1)
 
 
@@ -38,15 +38,15 @@ def _attention_matmul(config: ModelConfig) -> int:
 
 def _attention_extra(config: ModelConfig, cross: bool = False) -> int:
     h = config.resolved_head_dim
-    extra = 2 * h if config.qk_norm else 0
-    if config.position == "shaw" and not cross:
-        extra += 2 * (2 * config.shaw_max_distance + 1) * h
+    extra = 2 * h if config.attention.qk_norm else 0
+    if config.position.kind == "shaw" and not cross:
+        extra += 2 * (2 * config.position.shaw.max_distance + 1) * h
     return extra
 
 
 def _ssm_dims(config: ModelConfig):
-    inner = config.ssm_expand * config.d_model
-    return inner, config.ssm_state, math.ceil(config.d_model / 16)
+    inner = config.ssm.expand * config.d_model
+    return inner, config.ssm.state, math.ceil(config.d_model / 16)
 
 
 def _ssm_matmul(config: ModelConfig) -> int:
@@ -56,11 +56,11 @@ def _ssm_matmul(config: ModelConfig) -> int:
 
 def _ssm_extra(config: ModelConfig) -> int:
     e, n, _ = _ssm_dims(config)
-    return e * config.ssm_conv + e + e + e * n + e  # conv weight, conv bias, dt bias, A_log, D
+    return e * config.ssm.conv + e + e + e * n + e  # conv weight, conv bias, dt bias, A_log, D
 
 
 def _ffn_params(config: ModelConfig) -> int:
-    n_mats = 3 if FFN_ACTIVATIONS[config.ffn].gated else 2
+    n_mats = 3 if FFN_ACTIVATIONS[config.ffn.activation].gated else 2
     return n_mats * config.d_model * config.resolved_d_ff
 
 
@@ -72,23 +72,21 @@ def _layer_params(config: ModelConfig, layer_type: str, cross: bool) -> int:
     total = mixer + _ffn_params(config) + 2 * _norm_params(config)
     if cross:
         total += _attention_matmul(config) + _attention_extra(config, cross=True) + _norm_params(config)
-    if config.norm_position == "rezero":
+    if config.norm.placement == "rezero":
         total += 1
     return total
 
 
 def _stacks(config: ModelConfig) -> list[tuple[int, str, bool]]:
-    """(layers, pattern, cross) of every stack of the model."""
-    if config.arch == "encoder_decoder":
-        return [(config.resolved_encoder_layers, "A", False), (config.n_layers, "A", True)]
-    return [(config.n_layers, config.layer_pattern, False)]
+    """(layers, pattern, cross) of every stack of the model (the architecture's record)."""
+    return config.architecture.stacks(config)
 
 
 def _position_tables(config: ModelConfig) -> int:
-    if config.position == "learned":
+    if config.position.kind == "learned":
         return config.max_seq_len * config.d_model
-    if config.position == "base_n":
-        return base_n_num_digits(config.max_seq_len, config.position_base) * config.position_base * config.d_model
+    if config.position.kind == "base_n":
+        return base_n_num_digits(config.max_seq_len, config.position.base_n.base) * config.position.base_n.base * config.d_model
     return 0
 
 
@@ -102,10 +100,10 @@ def param_count(config: ModelConfig, include_embedding: bool = True) -> int:
     for n_layers, pattern, cross in _stacks(config):
         per_group = sum(_layer_params(config, t, cross) for t in pattern)
         total += n_layers // len(pattern) * per_group
-        total += _norm_params(config) if config.norm_position == "pre" else 0  # final norm
-    if config.position == "t5":
-        n_tables = 2 if config.arch == "encoder_decoder" else 1
-        total += n_tables * config.t5_num_buckets * config.n_heads
+        total += _norm_params(config) if config.norm.placement == "pre" else 0  # final norm
+    if config.position.kind == "t5":
+        n_tables = len(_stacks(config))  # one shared table per stack
+        total += n_tables * config.position.t5.num_buckets * config.n_heads
     if include_embedding:
         total += (1 if config.tie_embeddings else 2) * config.vocab_size * config.d_model
         total += _position_tables(config)
@@ -126,10 +124,10 @@ def matmul_params(config: ModelConfig) -> int:
 def _keys_seen(config: ModelConfig, seq_len: int, causal: bool) -> float:
     if not causal:
         return float(seq_len)
-    if config.attention_pattern == "sliding_window":
-        return float(min(config.window, seq_len))
-    if config.attention_pattern == "block_sparse":
-        return float(min(seq_len / 2, config.window + seq_len / (2 * config.sparse_stride) + config.global_tokens))
+    if config.attention.pattern == "sliding_window":
+        return float(min(config.attention.window, seq_len))
+    if config.attention.pattern == "block_sparse":
+        return float(min(seq_len / 2, config.attention.window + seq_len / (2 * config.attention.stride) + config.attention.global_tokens))
     return seq_len / 2
 
 
@@ -139,7 +137,7 @@ def _attention_flops(config: ModelConfig, seq_len: int) -> float:
     for n_layers, pattern, cross in _stacks(config):
         n_attention = n_layers // len(pattern) * pattern.count("A")
         causal = config.is_causal or cross  # the decoder of encoder_decoder is causal
-        if config.attention_kind == "linear":
+        if config.attention.kind == "linear":
             per_layer = 4 * h_dh * config.resolved_head_dim
         else:
             per_layer = 4 * _keys_seen(config, seq_len, causal) * h_dh

@@ -27,13 +27,18 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from lmx import registry
+from lmx.config import ModelConfig
 from lmx.nn import attention_kernels, precision
 from lmx.nn import masks as mask_lib
+from lmx.nn.kv_cache import CrossKV, LinearAttentionState, write_kv
+from lmx.nn.layer_inputs import LayerCache, LayerInputs, MaskKind
+from lmx.nn.linear_attention import FEATURE_MAPS, continue_causal_linear, linear_attention
 from lmx.nn.params import constant_param, dtype_of, normal_param
 from lmx.nn.position_bias import ShawRelative
 from lmx.nn.rotary import apply_rotary
 
-ATTENTION_IMPLS = {name: name for name in ("plain", "xla", "cudnn", "splash", "auto")}
+ATTENTION_IMPLS = registry.ATTENTION_KERNELS  # model.attention.kernel
 ROTARY_POSITIONS = ("rope", "xpos")
 
 
@@ -98,11 +103,8 @@ class Attention(nnx.Module):
         self.position = position
         self.rope_theta, self.rope_layout, self.rope_fraction = rope_theta, rope_layout, rope_fraction
         self.xpos_scale_base = xpos_scale_base
-        if kind == "linear":
-            from lmx.nn.linear_attention import FEATURE_MAPS
-
-            if feature_map not in FEATURE_MAPS:
-                raise ValueError(f"unknown feature map {feature_map!r}; choose one of {', '.join(FEATURE_MAPS)}")
+        if kind == "linear" and feature_map not in FEATURE_MAPS:
+            raise ValueError(f"unknown feature map {feature_map!r}; choose one of {', '.join(FEATURE_MAPS)}")
         self.impl, self.kind, self.feature_map = impl, kind, feature_map
         self.chunk_size, self.eps = 64, 1e-6  # linear attention: chunk of the causal scan, normaliser eps
         self.cross = cross
@@ -120,6 +122,20 @@ class Attention(nnx.Module):
         self.shaw = ShawRelative(H, shaw_max_distance, init_std=init_std, rngs=rngs) \
             if position == "shaw" and not cross else None
 
+    @classmethod
+    def from_config(cls, config: ModelConfig, *, cross: bool = False, init_std: float, value_std: float,
+                    out_std: float, rngs: nnx.Rngs) -> Attention:
+        """The attention of a model layer: takes `model.attention` and `model.position` whole."""
+        attention, position = config.attention, config.position
+        return cls(config.d_model, config.n_heads, config.n_kv_heads, config.resolved_head_dim,
+                   position="none" if cross else position.kind, rope_theta=position.rope.theta,
+                   rope_layout=position.rope.layout, rope_fraction=position.rope.fraction,
+                   xpos_scale_base=position.xpos.scale_base, shaw_max_distance=position.shaw.max_distance,
+                   impl=attention.kernel, kind="softmax" if cross else attention.kind,
+                   feature_map=attention.feature_map, qk_norm=attention.qk_norm, norm_eps=config.norm.eps, cross=cross,
+                   init_std=init_std, value_std=value_std, out_std=out_std, param_dtype=config.param_dtype,
+                   compute_dtype=config.compute_dtype, rngs=rngs)
+
     def _rotate(self, x, positions, is_query):
         if self.cross or self.position not in ROTARY_POSITIONS:
             return x
@@ -130,9 +146,10 @@ class Attention(nnx.Module):
     def __call__(
         self,
         x_BxLxD: jax.Array,
-        positions_BxL: jax.Array | None = None,
+        inputs: LayerInputs | jax.Array | None = None,
         segment_ids_BxL: jax.Array | None = None,
         *,
+        cache: LayerCache | None = None,
         mask=None,
         bias=None,
         causal: bool = True,
@@ -141,24 +158,24 @@ class Attention(nnx.Module):
         context_BxSxD: jax.Array | None = None,
         context_positions_BxS: jax.Array | None = None,
         valid_BxS: jax.Array | None = None,
-    ) -> jax.Array:
-        cdt = self.compute_dtype
-        B, L, _ = x_BxLxD.shape
-        if positions_BxL is None:
-            positions_BxL = mask_lib.default_positions(B, L)
-        source = x_BxLxD if context_BxSxD is None else context_BxSxD
-        k_positions = positions_BxL if context_BxSxD is None else (
-            context_positions_BxS if context_positions_BxS is not None
-            else mask_lib.default_positions(B, source.shape[1]))
-        q_BxLxNxH = self.project_queries(x_BxLxD, positions_BxL)
-        k_BxSxKxH, v_BxSxKxH = self.project_keys_values(source, k_positions)
-        if self.kind == "linear":
-            o_BxLxNxH = self._linear(q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, causal and context_BxSxD is None,
-                                     segment_ids_BxL, valid_BxS)
+    ):
+        """y [B, L, D]; with a `cache` (lmx.nn.kv_cache.LayerCache), (y, the new cache state).
+
+        `inputs` is a LayerInputs (what a stack passes), or just positions [B, L] / None (0..L-1)
+        completed by the keyword arguments (standalone use). Training, prefill and decoding run this
+        same code: a cache only changes where the keys come from and adds the write."""
+        if not isinstance(inputs, LayerInputs):
+            inputs = LayerInputs.standalone(x_BxLxD, inputs, segment_ids_BxL, mask=mask, bias=bias, causal=causal,
+                                            mask_kind=mask_kind, window=window, valid=valid_BxS,
+                                            context=context_BxSxD, context_positions=context_positions_BxS)
+        q_BxLxNxH = self.project_queries(x_BxLxD, inputs.positions)
+        if self.cross:
+            o_BxLxNxH, state = self._cross(q_BxLxNxH, inputs, cache)
         else:
-            o_BxLxNxH = self._softmax(q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, positions_BxL, k_positions,
-                                      segment_ids_BxL, mask, bias, causal, mask_kind, window)
-        return precision.einsum("blnh,nhd->bld", o_BxLxNxH, self.out[...], cdt)
+            k_BxSxKxH, v_BxSxKxH = self.project_keys_values(x_BxLxD, inputs.positions)
+            o_BxLxNxH, state = ATTENTION_KINDS[self.kind](self, q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, inputs, cache)
+        y_BxLxD = self.project_out(o_BxLxNxH)
+        return y_BxLxD if cache is None else (y_BxLxD, state)
 
     def project_queries(self, x_BxLxD, positions_BxL) -> jax.Array:
         """q [B, L, N, H]: projected, QK-normed and rotated by position."""
@@ -178,25 +195,6 @@ class Attention(nnx.Module):
             k_BxSxKxH = _rms(k_BxSxKxH, self.k_norm[...], self.norm_eps)
         return self._rotate(k_BxSxKxH, positions_BxS, False), v_BxSxKxH
 
-    def attend(self, q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, *, mask, bias=None, q_positions=None,
-               k_positions=None, cached_kv=None) -> jax.Array:
-        """y [B, L, D] from projected q and the given keys/values under an explicit mask. For
-        incremental decoding (lmx.nn.kv_cache), `cached_kv` = (k, v) of the cache, in its layouts
-        (keys [B, K, H, C], values [B, K, C, H]), precede the given keys on the key axis (mask, bias and
-        k_positions cover both; k and v may be None when the cache already holds the new tokens)."""
-        parts = [] if k_BxSxKxH is None else [
-            (attention_kernels.keys_transposed(k_BxSxKxH), v_BxSxKxH.transpose(0, 2, 1, 3))]
-        if cached_kv is not None:
-            parts = [cached_kv, *parts]
-        if self.kind == "linear":  # back to [B, S, K, H]
-            keys = jnp.concatenate([k.transpose(0, 3, 1, 2).astype(jnp.float32) for k, _ in parts], axis=1)
-            values = jnp.concatenate([v.transpose(0, 2, 1, 3).astype(jnp.float32) for _, v in parts], axis=1)
-            o_BxLxNxH = _masked_linear(q_BxLxNxH, keys, values, mask, self.feature_map, self.eps)
-        else:
-            o_BxLxNxH = attention_kernels.plain_parts(q_BxLxNxH, parts, mask=mask, bias=bias, shaw=self.shaw,
-                                                      q_positions=q_positions, k_positions=k_positions)
-        return self.project_out(o_BxLxNxH)
-
     def project_out(self, o_BxLxNxH) -> jax.Array:
         """y [B, L, D] = o W_out with heads and head dims contracted as one axis. (Written as
         "blnh,nhd->bld", XLA on CPU transposed the [N, H, D] weight rather than the one-token
@@ -206,52 +204,21 @@ class Attention(nnx.Module):
         w_FxD = self.out[...].astype(cdt).reshape(N * H, -1)
         return precision.einsum("blf,fd->bld", o_BxLxNxH.reshape(B, L, N * H), w_FxD, cdt)
 
-    def extend_linear(self, q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, state: dict | None, valid_BxT=None):
-        """Causal linear attention of T new tokens continuing the recurrent state {"S": sum phi(k) v^T
-        [B, N, H, H], "z": sum phi(k) [B, N, H]} (None: empty); returns (y [B, T, D], S, z). Invalid
-        (padding) tokens add nothing to the state. Decoding costs O(1) per token in the context length."""
-        from lmx.nn.linear_attention import _features, causal_linear_attention
+    def _cross(self, q_BxLxNxH, inputs: LayerInputs, cache: LayerCache | None):
+        """Cross-attention to the encoder states; decoding projects them once (prefill) into CrossKV."""
+        if cache is None:
+            k, v = self.project_keys_values(inputs.context, inputs.context_positions)
+            return self._kernel(q_BxLxNxH, k, v, inputs.positions, None, inputs.context_mask, None, MaskKind.DYNAMIC,
+                                0), None
+        if cache.plan.fresh:
+            k, v = self.project_keys_values(inputs.context, None)
+            state = CrossKV(attention_kernels.keys_transposed(k), v.transpose(0, 2, 1, 3))
+        else:
+            state = cache.state
+        o = attention_kernels.plain_parts(q_BxLxNxH, [(state.k, state.v)], mask=inputs.context_mask)
+        return o, state
 
-        fq, fk, v = _features(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, self.feature_map, valid_BxT)
-        S_add = jnp.einsum("btnh,btnm->bnhm", fk, v)
-        z_add = fk.sum(axis=1)
-        if state is None:  # prefill: the chunked causal scan from an empty state
-            chunk = None if self.chunk_size is None else min(self.chunk_size, q_BxTxNxH.shape[1])
-            o = causal_linear_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, feature_map=self.feature_map, eps=self.eps,
-                                        k_valid_BxL=valid_BxT, chunk_size=chunk).astype(jnp.float32)
-            S, z = S_add, z_add
-        else:  # the state's contribution plus a causal quadratic form over the T new tokens
-            T = q_BxTxNxH.shape[1]
-            w_BxNxTxT = jnp.einsum("btnh,bsnh->bnts", fq, fk) * jnp.tril(jnp.ones((T, T), jnp.float32))
-            num = jnp.einsum("btnh,bnhm->btnm", fq, state["S"]) + jnp.einsum("bnts,bsnm->btnm", w_BxNxTxT, v)
-            den = jnp.einsum("btnh,bnh->btn", fq, state["z"]) + jnp.einsum("bnts->btn", w_BxNxTxT)
-            o = num / (den[..., None] + self.eps)
-            S, z = state["S"] + S_add, state["z"] + z_add
-        y = self.project_out(o)
-        return y, S, z
-
-    def _linear(self, q, k, v, causal: bool, segment_ids, valid):
-        """Linear attention; `valid` drops padding keys, `segment_ids` restart the causal state."""
-        from lmx.nn import linear_attention
-
-        if causal:  # chunked scan: a masked C x C form inside chunks, the running state across them
-            chunk = None if self.chunk_size is None else min(self.chunk_size, q.shape[1])
-            return linear_attention.causal_linear_attention(q, k, v, feature_map=self.feature_map, eps=self.eps,
-                                                            k_valid_BxL=valid, segment_ids_BxL=segment_ids,
-                                                            chunk_size=chunk)
-        if segment_ids is not None:
-            raise ValueError("bidirectional linear attention cannot keep packed documents apart (segment_ids)")
-        return linear_attention.bidirectional_linear_attention(q, k, v, feature_map=self.feature_map, eps=self.eps,
-                                                               k_valid_BxL=valid)
-
-    def _softmax(self, q, k, v, q_positions, k_positions, segment_ids, mask, bias, causal, mask_kind, window):
-        if mask is None:
-            if causal:
-                mask = mask_lib.causal(q_positions, k_positions)
-            mask = mask_lib.combine(mask, None if segment_ids is None else segment_mask(segment_ids))
-            if mask_kind is None:
-                mask_kind = "dynamic" if segment_ids is not None else ("causal" if causal else "bidirectional")
-        mask_kind = mask_kind or "dynamic"
+    def _kernel(self, q, k, v, q_positions, k_positions, mask, bias, mask_kind, window):
         request = attention_kernels.Request(
             mask=mask_kind, window=window, has_bias=bias is not None, shaw=self.shaw is not None,
             sixteen_bit=jnp.dtype(self.compute_dtype) != jnp.dtype(jnp.float32),
@@ -263,14 +230,81 @@ class Attention(nnx.Module):
                                                  q_positions=q_positions, k_positions=k_positions)
 
 
-def _masked_linear(q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, mask, feature_map: str, eps: float):
-    """Linear attention in its quadratic form under a mask: o_i = sum_j m_ij w_ij v_j / (sum_j m_ij w_ij
-    + eps), w_ij = phi(q_i) . phi(k_j) — the same sums the causal scan accumulates (decoding path)."""
-    from lmx.nn.linear_attention import _features
+def _softmax_attention(attn: Attention, q, k, v, inputs: LayerInputs, cache: LayerCache | None):
+    """softmax(q k^T / sqrt(H) + bias) v. Without a cache: the configured kernel over the call's own
+    keys. With one: the plain kernel over the cache's layouts, then (or first, `write_first`) the new
+    keys written at their slots."""
+    if cache is None:
+        mask, mask_kind = inputs.mask, inputs.mask_kind
+        if mask is None:
+            mask, mask_kind = training_mask(inputs)
+        o = attn._kernel(q, k, v, inputs.positions, inputs.positions, mask, inputs.bias, mask_kind or MaskKind.DYNAMIC,
+                         inputs.window)
+        return o, None
+    plan = cache.plan
+    written = write_kv(cache.state, k, v, plan.slots_BxT)
+    if plan.write_first:  # per-layer buffers: update in place, then read only the cache
+        parts = [(written.k, written.v)]
+    else:
+        new = (attention_kernels.keys_transposed(k), v.transpose(0, 2, 1, 3))
+        parts = [new] if plan.fresh else [(cache.state.k, cache.state.v), new]
+    o = attention_kernels.plain_parts(q, parts, mask=inputs.mask, bias=inputs.bias, shaw=attn.shaw,
+                                      q_positions=inputs.positions, k_positions=plan.k_positions)
+    return o, written
 
-    fq, fk, v = _features(q_BxLxNxH, k_BxSxKxH, v_BxSxKxH, feature_map, None)
-    w_BxNxLxS = jnp.einsum("blnh,bsnh->bnls", fq, fk)
-    w_BxNxLxS = jnp.where(mask, w_BxNxLxS, 0.0)
-    num_BxLxNxH = jnp.einsum("bnls,bsnh->blnh", w_BxNxLxS, v)
-    den_BxLxN = jnp.einsum("bnls->bln", w_BxNxLxS)
-    return (num_BxLxNxH / (den_BxLxN[..., None] + eps)).astype(q_BxLxNxH.dtype)
+
+def _linear_attention(attn: Attention, q, k, v, inputs: LayerInputs, cache: LayerCache | None):
+    """phi(q) (phi(k)^T v) / normaliser (lmx.nn.linear_attention). Causal attention continues its
+    running sums (LinearAttentionState) when decoding: O(1) per token in the context length."""
+    if cache is None:
+        return linear_attention(q, k, v, inputs, attn.feature_map, attn.eps, attn.chunk_size), None
+    state = None if cache.plan.fresh else cache.state
+    o, S, z = continue_causal_linear(q, k, v, state, inputs.valid, attn.feature_map, attn.eps, attn.chunk_size)
+    return o, LinearAttentionState(S, z)
+
+
+# model.attention.kind -> (attention, q, k, v, inputs, cache) -> (o [B, L, N, H], new cache state or None)
+ATTENTION_KINDS = registry.ATTENTION_KINDS.register_all({"softmax": _softmax_attention, "linear": _linear_attention})
+
+
+def training_mask(inputs: LayerInputs):
+    """(mask, kind) of a call that brought no mask: causal (or none) from positions, with segments."""
+    mask = mask_lib.causal(inputs.positions, inputs.positions) if inputs.causal else None
+    if inputs.segment_ids is not None:
+        return mask_lib.combine(mask, segment_mask(inputs.segment_ids)), MaskKind.DYNAMIC
+    return mask, inputs.mask_kind or (MaskKind.CAUSAL if inputs.causal else MaskKind.BIDIRECTIONAL)
+
+
+class LinearAttention(Attention):
+    """`Attention(kind="linear", position="none")` with a fixed direction (see lmx.nn.attention).
+
+    q = x Wq [embed, heads, head_dim], k = x Wk, v = x Wv [embed, kv_heads, head_dim],
+    o = causal_linear_attention(q, k, v) (or bidirectional when causal=False), y = o Wo.
+    No biases, no position encoding. `chunk_size=None` runs the token-by-token scan.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        n_kv_heads: int | None = None,
+        head_dim: int | None = None,
+        *,
+        feature_map: str = "elu1",
+        causal: bool = True,
+        chunk_size: int | None = 64,
+        eps: float = 1e-6,
+        init_std: float = 0.02,
+        out_std: float | None = None,
+        param_dtype=jnp.float32,
+        compute_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        super().__init__(d_model, n_heads, n_kv_heads, head_dim, position="none", kind="linear",
+                         feature_map=feature_map, init_std=init_std, out_std=out_std, param_dtype=param_dtype,
+                         compute_dtype=compute_dtype, rngs=rngs)
+        self.causal, self.chunk_size, self.eps = causal, chunk_size, eps
+
+    def __call__(self, x_BxLxD: jax.Array, positions_BxL: jax.Array | None = None,
+                 segment_ids_BxL: jax.Array | None = None) -> jax.Array:
+        return super().__call__(x_BxLxD, positions_BxL, segment_ids_BxL, causal=self.causal)

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lmx import registry
 from lmx.errors import ConfigError
 
 log = logging.getLogger("lmx.attention")
@@ -177,15 +178,19 @@ def choose_kernel(impl: str, request: Request, backend: str | None = None, allow
             return preferred
         if (preferred, reason) not in _warned:
             _warned.add((preferred, reason))
-            log.warning("attention_impl=auto: %s; using xla", reason)
+            log.warning("attention.kernel=auto: %s; using xla", reason)
         return "xla"
     if impl == "splash" and backend != "tpu" and not allow_interpret:
-        raise ConfigError(f"model.attention_impl: splash needs a TPU (backend is {backend}); use auto or xla")
+        raise ConfigError(f"model.attention.kernel: splash needs a TPU (backend is {backend}); use auto or xla")
     reason = unsupported(impl, request, "tpu" if impl == "splash" and allow_interpret else backend)
     if reason:
-        raise ConfigError(f"model.attention_impl: {impl} cannot run this attention: {reason}")
+        raise ConfigError(f"model.attention.kernel: {impl} cannot run this attention: {reason}")
     return impl
 
 
 def dense_mask(mask_BxHxLxS) -> np.ndarray:
     return np.asarray(mask_BxHxLxS)
+
+
+# model.attention.kernel -> the kernel function; "auto" resolves per backend and request (choose_kernel)
+ATTENTION_KERNELS = registry.ATTENTION_KERNELS.register_all({**KERNELS, "auto": choose_kernel})

@@ -12,16 +12,22 @@ Because each slot carries its position, masks and relative position terms for th
 built by the same position-based functions as in training (lmx.nn.masks, ALiBi, T5, Shaw), each row
 can sit at a different position (batches of prompts with different lengths), and discarding
 tokens (speculative decoding) is setting positions back to -1. All layers share one position
-array; per-layer entries are stacked on a leading `layers` axis, like the parameters:
+array and one `WritePlan` per call; each layer has its own state, a small object per mixer:
 
-    attention layer   {"k": [B, K, H, C], "v": [B, K, C, H]}    (K = n_kv_heads: GQA caches K heads;
-                                                                kv-head-major; keys transposed, so
-                                                                q.k and p.v are both plain matrix
-                                                                products: no transposes, no repacking)
-    linear attention  {"S": [B, N, H, H], "z": [B, N, H]}       running sums of phi(k) v^T and phi(k)
-    + cross-attention {"cross_k": [B, K, H, S], "cross_v": [B, K, S, H]}  encoder states, projected once
-    SSM layer         {"ssm": SSMCache}                          O(1) state (lmx.nn.ssm)
-    layer group       a tuple of the above, one per entry of `model.layer_pattern`
+    attention layer   KVCache(k [B, K, H, C], v [B, K, C, H])   K = n_kv_heads (GQA caches K heads);
+                                                                keys transposed, so q.k and p.v are
+                                                                both plain matrix products
+    linear attention  LinearAttentionState(S [B, N, H, H], z [B, N, H])   running sums of phi(k) v^T, phi(k)
+    SSM layer         SSMCache(conv, ssm)                       O(1) state (lmx.nn.ssm)
+    + cross-attention CrossKV(k [B, K, H, S], v [B, K, S, H])   encoder states, projected once at prefill
+
+A layer's state is `{"mixer": ..., "cross": ...}` ("cross" only in encoder-decoder decoders); a
+layer group (model.layer_pattern "AM", ...) holds a tuple of them. Per-layer states are stacked
+on a leading `layers` axis like the parameters, or kept as a list (`per_layer=True`, the layout of
+an unrolled decode step in which every layer updates its own buffers in place).
+
+Layers see their state through `LayerCache(state, plan)`: every mixer's `__call__(x, inputs,
+cache)` returns its output and its new state, so training, prefill and decoding run the same code.
 
 Standalone: `cache = init_cache(config, batch, capacity)`; then
 `logits, cache = model.extend(tokens_BxT, positions_BxT, cache, valid_BxT=..., fresh=True)` for the
@@ -36,17 +42,49 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
 from lmx.config import ModelConfig
+from lmx.nn.layer_inputs import LayerCache, WritePlan  # noqa: F401  (re-exported)
 from lmx.nn.params import dtype_of
 from lmx.nn.ssm import SSMCache
 
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
+class KVCache:
+    """One attention layer's keys [B, K, H, C] and values [B, K, C, H], slot c at position positions_BxC[:, c]."""
+
+    k: jax.Array
+    v: jax.Array
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class CrossKV:
+    """Cross-attention keys [B, K, H, S] and values [B, K, S, H] of the encoder states (written at prefill)."""
+
+    k: jax.Array
+    v: jax.Array
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class LinearAttentionState:
+    """Linear attention's running sums: S = sum phi(k) v^T [B, N, H, H], z = sum phi(k) [B, N, H]."""
+
+    S: jax.Array
+    z: jax.Array
+
+
+RECURRENT_STATES = (LinearAttentionState, SSMCache)  # absorb tokens for good: cannot be rewound
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
 class DecodeCache:
     positions_BxC: jax.Array  # int32 position held by each slot; -1 = empty
-    layers: Any  # per-layer caches stacked on a leading layers axis, or a list of them (per_layer)
+    layers: Any  # per-layer states stacked on a leading layers axis, or a list of them (per_layer)
     context_valid_BxS: jax.Array | None = None  # encoder-decoder: real encoder tokens
     per_layer: bool = dataclasses.field(default=False, metadata={"static": True})
 
@@ -58,39 +96,40 @@ class DecodeCache:
 def cache_capacity(config: ModelConfig, total_len: int, ring: bool = True) -> int:
     """Slots needed for sequences of up to `total_len` tokens: the window for sliding-window
     attention (a ring buffer, unless `ring=False`), else `total_len`."""
-    if ring and config.attention_pattern == "sliding_window":
-        return min(config.window, total_len)
+    if ring and config.attention.pattern == "sliding_window":
+        return min(config.attention.window, total_len)
     return total_len
 
 
-def _layer_cache(config: ModelConfig, layer_type: str, batch: int, capacity: int, context_len: int,
-                 cross: bool, dtype) -> dict:
+def _mixer_state(config: ModelConfig, layer_type: str, batch: int, capacity: int, dtype):
     if layer_type == "M":
-        inner = config.ssm_expand * config.d_model
-        return {"ssm": SSMCache(conv_BxKm1xE=jnp.zeros((batch, config.ssm_conv - 1, inner), jnp.float32),
-                                ssm_BxExN=jnp.zeros((batch, inner, config.ssm_state), jnp.float32))}
-    if config.attention_kind == "linear":  # the recurrent state of linear attention: O(1) per token
+        inner = config.ssm.expand * config.d_model
+        return SSMCache(conv_BxKm1xE=jnp.zeros((batch, config.ssm.conv - 1, inner), jnp.float32),
+                        ssm_BxExN=jnp.zeros((batch, inner, config.ssm.state), jnp.float32))
+    if config.attention.kind == "linear":
         N, H = config.n_heads, config.resolved_head_dim
-        return {"S": jnp.zeros((batch, N, H, H), jnp.float32), "z": jnp.zeros((batch, N, H), jnp.float32)}
+        return LinearAttentionState(S=jnp.zeros((batch, N, H, H), jnp.float32), z=jnp.zeros((batch, N, H), jnp.float32))
     K, H = config.n_kv_heads, config.resolved_head_dim
-    entry = {"k": jnp.zeros((batch, K, H, capacity), dtype), "v": jnp.zeros((batch, K, capacity, H), dtype)}
-    if cross:
-        entry["cross_k"] = jnp.zeros((batch, K, H, context_len), dtype)
-        entry["cross_v"] = jnp.zeros((batch, K, context_len, H), dtype)
-    return entry
+    return KVCache(k=jnp.zeros((batch, K, H, capacity), dtype), v=jnp.zeros((batch, K, capacity, H), dtype))
 
 
 def init_cache(config: ModelConfig, batch: int, capacity: int, *, context_len: int = 0,
                per_layer: bool = False) -> DecodeCache:
     """An empty cache with `capacity` slots per row (and room for `context_len` encoder states when
-    the model is an encoder-decoder). `per_layer` keeps one buffer per layer group (a list) instead
-    of one stacked buffer: the layout of an unrolled decode step (`unstack_layers`), in which every
-    layer reads and updates its own buffers in place."""
-    cross = config.arch == "encoder_decoder"
-    pattern = "A" if cross else config.layer_pattern
+    the architecture has cross-attention). `per_layer` keeps one state per layer group (a list)
+    instead of one stacked state: the layout of an unrolled decode step (`unstack_layers`)."""
+    cross = config.architecture.has_cross_attention
+    _, pattern, _ = config.architecture.stacks(config)[-1]  # the decoding stack
     dtype = dtype_of(config.compute_dtype)
-    entries = tuple(_layer_cache(config, t, batch, capacity, context_len, cross, dtype) for t in pattern)
-    group = entries[0] if len(entries) == 1 else entries
+    entries = []
+    for layer_type in pattern:
+        entry = {"mixer": _mixer_state(config, layer_type, batch, capacity, dtype)}
+        if cross:
+            K, H = config.n_kv_heads, config.resolved_head_dim
+            entry["cross"] = CrossKV(k=jnp.zeros((batch, K, H, context_len), dtype),
+                                     v=jnp.zeros((batch, K, context_len, H), dtype))
+        entries.append(entry)
+    group = entries[0] if len(entries) == 1 else tuple(entries)
     n_groups = config.n_layers // len(pattern)
     if per_layer:
         layers = [jax.tree.map(jnp.zeros_like, group) for _ in range(n_groups)]
@@ -112,19 +151,24 @@ def write_plan(positions_BxT: jax.Array, valid_BxT: jax.Array, capacity: int):
     return slots_BxT, key_positions_BxT
 
 
-def updated_positions(cache: DecodeCache, positions_BxT, slots_BxT) -> jax.Array:
-    return write_slots(cache.positions_BxC, positions_BxT.astype(jnp.int32), slots_BxT)
+def plan_call(cache: DecodeCache, positions_BxT, valid_BxT, fresh: bool, ring_possible: bool):
+    """(WritePlan, the cache's positions after the call) for T new tokens at `positions_BxT`. Per-layer
+    caches are written before attending (in place, nothing copied), unless a sliding-window ring could
+    overwrite, within this call, keys that earlier new tokens still attend to."""
+    slots_BxT, new_keys_BxT = write_plan(positions_BxT, valid_BxT, cache.capacity)
+    positions_after = write_slots(cache.positions_BxC, positions_BxT.astype(jnp.int32), slots_BxT)
+    write_first = cache.per_layer and not fresh and (positions_BxT.shape[1] == 1 or not ring_possible)
+    if fresh:
+        k_positions = new_keys_BxT
+    elif write_first:
+        k_positions = positions_after
+    else:
+        k_positions = jnp.concatenate([cache.positions_BxC, new_keys_BxT], axis=1)
+    return WritePlan(slots_BxT, k_positions, fresh, write_first), positions_after
 
 
-def _recurrent_entries(layers) -> set:
-    entries = layers if isinstance(layers, (list, tuple)) else [layers]
-    found = set()
-    for entry in entries:
-        if isinstance(entry, (list, tuple)):
-            found |= _recurrent_entries(entry)
-        else:
-            found |= {name for name in ("ssm", "S") if name in entry}
-    return found
+def _states(layers) -> list:
+    return [s for s in jax.tree.leaves(layers, is_leaf=lambda x: isinstance(x, (*RECURRENT_STATES, KVCache, CrossKV)))]
 
 
 def forget_after(cache: DecodeCache, last_position_B: jax.Array) -> DecodeCache:
@@ -132,7 +176,7 @@ def forget_after(cache: DecodeCache, last_position_B: jax.Array) -> DecodeCache:
     Recurrent states (SSM layers, linear attention) have already absorbed those tokens and cannot be
     rewound: a ValueError. With a ring buffer, the forgotten tokens' slots no longer hold the older
     keys they replaced: use a cache with `cache_capacity(..., ring=False)` when rolling back."""
-    if _recurrent_entries(cache.layers):
+    if any(isinstance(s, RECURRENT_STATES) for s in _states(cache.layers)):
         raise ValueError("forget_after cannot rewind recurrent states (SSM layers, linear attention)")
     positions = jnp.where(cache.positions_BxC > last_position_B[:, None], -1, cache.positions_BxC)
     return dataclasses.replace(cache, positions_BxC=positions)
@@ -152,16 +196,13 @@ def write_slots(cache_BxCx___, new_BxTx___, slots_BxT):
     return cache_BxCx___.at[rows_Bx1, slots_BxT].set(new_BxTx___.astype(cache_BxCx___.dtype), mode="drop")
 
 
-def _write_tokens(cache, new_BxTxKxH, slots_BxT, keys: bool, index=None):
-    """The new tokens' keys or values written at their slots (slots at the capacity are dropped);
-    `index` selects the layer of a stacked cache. Keys [B, K, H, C] have the slot as their last axis,
-    values [B, K, C, H] before the head dim; either way the indices broadcast to [B, K, T] and the
-    written block is [B, K, T, H]."""
+def _write_tokens(cache, new_BxTxKxH, slots_BxT, keys: bool):
+    """The new tokens' keys or values written at their slots (slots at the capacity are dropped).
+    Keys [B, K, H, C] have the slot as their last axis, values [B, K, C, H] before the head dim; either
+    way the indices broadcast to [B, K, T] and the written block is [B, K, T, H]."""
     B, _, K, _ = new_BxTxKxH.shape
     rows, heads, slots = jnp.arange(B)[:, None, None], jnp.arange(K)[None, :, None], slots_BxT[:, None, :]
     where = (rows, heads, slice(None), slots) if keys else (rows, heads, slots)
-    if index is not None:
-        where = (index, *where)
     return cache.at[where].set(new_BxTxKxH.transpose(0, 2, 1, 3).astype(cache.dtype), mode="drop")
 
 
@@ -175,66 +216,14 @@ def write_values(cache_BxKxCxH, new_BxTxKxH, slots_BxT):
     return _write_tokens(cache_BxKxCxH, new_BxTxKxH, slots_BxT, keys=False)
 
 
-def _apply_layer_updates(caches: dict, updates: dict, index, slots_BxT, written: bool = False) -> dict:
-    """Write a layer's updates into its caches; `index` selects the layer of stacked caches (None:
-    the caches are that layer's own buffers)."""
-    put = (lambda a, v: a.at[index].set(v.astype(a.dtype))) if index is not None else (lambda a, v: v.astype(a.dtype))
-    out = dict(caches)
-    for name, value in updates.items():
-        if name in ("k", "v") and not written:  # the new tokens' [B, T, K, H], written in place at their slots
-            out[name] = _write_tokens(caches[name], value, slots_BxT, keys=name == "k", index=index)
-        else:  # whole entries: an SSM state, or the cross-attention keys/values at prefill
-            out[name] = jax.tree.map(put, caches[name], value)
-    return out
-
-
-def apply_updates(layer_caches, updates, index, slots_BxT, written: bool = False):
-    """Write one layer group's updates (Block.extend / LayerGroup.extend) into its caches (`written`:
-    the layer already wrote its k/v caches, which replace the old ones)."""
-    if isinstance(layer_caches, tuple):
-        return tuple(_apply_layer_updates(c, u, index, slots_BxT, written) for c, u in zip(layer_caches, updates))
-    return _apply_layer_updates(layer_caches, updates, index, slots_BxT, written)
+def write_kv(cache: KVCache, k_BxTxKxH, v_BxTxKxH, slots_BxT) -> KVCache:
+    return KVCache(write_keys(cache.k, k_BxTxKxH, slots_BxT), write_values(cache.v, v_BxTxKxH, slots_BxT))
 
 
 def unstack_layers(stack) -> list:
     """The stacked layers as one module per layer group. Inside a compiled decode loop, slicing the
     weights once before the loop (instead of in every step) and running the layers unrolled over
     per-layer caches avoids a copy of every layer's weights and cache per token."""
-    from flax import nnx
-
     graphdef, state = nnx.split(stack)
     n_groups = jax.tree.leaves(state)[0].shape[0]
     return [nnx.merge(graphdef, jax.tree.map(lambda a, i=i: a[i], state)) for i in range(n_groups)]
-
-
-def run_stack_extend(config: ModelConfig, stack, x_BxTxD, inputs, layer_caches, layers: list | None = None):
-    """The stacked layers' incremental forward. With per-layer caches (a list) and `layers` from
-    `unstack_layers`, the layers run unrolled, each updating its own cache in place; otherwise a scan
-    (or a loop, `scan_layers=False`) over the layers carries the stacked caches and writes only the
-    new tokens' entries."""
-    from flax import nnx
-
-    if isinstance(layer_caches, list):
-        layers = unstack_layers(stack) if layers is None else layers
-        new_caches = []
-        for layer, layer_cache in zip(layers, layer_caches):
-            x_BxTxD, updates = layer.extend(x_BxTxD, inputs, layer_cache)
-            new_caches.append(apply_updates(layer_cache, updates, None, inputs.slots, inputs.write_first))
-        return x_BxTxD, new_caches
-
-    graphdef, state = nnx.split(stack)
-
-    def body(carry, layer):
-        x, caches = carry
-        layer_state, index = layer
-        layer_cache = jax.tree.map(lambda a: a[index], caches)
-        x, updates = nnx.merge(graphdef, layer_state).extend(x, inputs, layer_cache)
-        return (x, apply_updates(caches, updates, index, inputs.slots)), None
-
-    n_groups = jax.tree.leaves(state)[0].shape[0]
-    if config.scan_layers:
-        return jax.lax.scan(body, (x_BxTxD, layer_caches), (state, jnp.arange(n_groups)))[0]
-    carry = (x_BxTxD, layer_caches)
-    for i in range(n_groups):
-        carry, _ = body(carry, (jax.tree.map(lambda a, i=i: a[i], state), i))
-    return carry

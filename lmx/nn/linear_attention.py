@@ -29,18 +29,15 @@ compatibility and ignored).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
-from lmx.nn.attention import Attention
+from lmx import registry
 
-FEATURE_MAPS: dict[str, Callable[[jax.Array], jax.Array]] = {
+FEATURE_MAPS = registry.LINEAR_FEATURE_MAPS.register_all({
     "elu1": lambda x: jax.nn.elu(x) + 1.0,
     "relu": jax.nn.relu,
-}
+})
 
 
 def _features(
@@ -187,36 +184,35 @@ def _chunk_scan(fq_BxLxNxH, fk_BxLxNxH, v_BxLxNxH, seg_BxL, eps, C):
     return o_BxLxNxH[:, :L]
 
 
-class LinearAttention(Attention):
-    """`Attention(kind="linear", position="none")` with a fixed direction (see lmx.nn.attention).
+def linear_attention(q_BxLxNxH, k_BxLxKxH, v_BxLxKxH, inputs, feature_map: str, eps: float, chunk_size: int | None):
+    """A layer's linear attention over its own tokens (`inputs`: lmx.nn.layer_inputs.LayerInputs):
+    causal (the chunked scan; segments restart the state) or bidirectional; `inputs.valid` drops
+    padding keys."""
+    if inputs.causal:
+        chunk = None if chunk_size is None else min(chunk_size, q_BxLxNxH.shape[1])
+        return causal_linear_attention(q_BxLxNxH, k_BxLxKxH, v_BxLxKxH, feature_map=feature_map, eps=eps,
+                                       k_valid_BxL=inputs.valid, segment_ids_BxL=inputs.segment_ids, chunk_size=chunk)
+    if inputs.segment_ids is not None:
+        raise ValueError("bidirectional linear attention cannot keep packed documents apart (segment_ids)")
+    return bidirectional_linear_attention(q_BxLxNxH, k_BxLxKxH, v_BxLxKxH, feature_map=feature_map, eps=eps,
+                                          k_valid_BxL=inputs.valid)
 
-    q = x Wq [embed, heads, head_dim], k = x Wk, v = x Wv [embed, kv_heads, head_dim],
-    o = causal_linear_attention(q, k, v) (or bidirectional when causal=False), y = o Wo.
-    No biases, no position encoding. `chunk_size=None` runs the token-by-token scan.
-    """
 
-    def __init__(
-        self,
-        d_model: int,
-        n_heads: int,
-        n_kv_heads: int | None = None,
-        head_dim: int | None = None,
-        *,
-        feature_map: str = "elu1",
-        causal: bool = True,
-        chunk_size: int | None = 64,
-        eps: float = 1e-6,
-        init_std: float = 0.02,
-        out_std: float | None = None,
-        param_dtype=jnp.float32,
-        compute_dtype=jnp.float32,
-        rngs: nnx.Rngs,
-    ):
-        super().__init__(d_model, n_heads, n_kv_heads, head_dim, position="none", kind="linear",
-                         feature_map=feature_map, init_std=init_std, out_std=out_std, param_dtype=param_dtype,
-                         compute_dtype=compute_dtype, rngs=rngs)
-        self.causal, self.chunk_size, self.eps = causal, chunk_size, eps
-
-    def __call__(self, x_BxLxD: jax.Array, positions_BxL: jax.Array | None = None,
-                 segment_ids_BxL: jax.Array | None = None) -> jax.Array:
-        return super().__call__(x_BxLxD, positions_BxL, segment_ids_BxL, causal=self.causal)
+def continue_causal_linear(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, state, valid_BxT, feature_map: str, eps: float,
+                           chunk_size: int | None):
+    """Causal linear attention of T new tokens continuing a running state (S [B, N, H, H], z [B, N, H];
+    None: empty); returns (o [B, T, N, H] float32, S, z). Invalid (padding) tokens add nothing."""
+    fq, fk, v = _features(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, feature_map, valid_BxT)
+    S_add = jnp.einsum("btnh,btnm->bnhm", fk, v)
+    z_add = fk.sum(axis=1)
+    if state is None:  # prefill: the chunked causal scan from an empty state
+        chunk = None if chunk_size is None else min(chunk_size, q_BxTxNxH.shape[1])
+        o = causal_linear_attention(q_BxTxNxH, k_BxTxKxH, v_BxTxKxH, feature_map=feature_map, eps=eps,
+                                    k_valid_BxL=valid_BxT, chunk_size=chunk).astype(jnp.float32)
+        return o, S_add, z_add
+    # the state's contribution plus a causal quadratic form over the T new tokens
+    T = q_BxTxNxH.shape[1]
+    w_BxNxTxT = jnp.einsum("btnh,bsnh->bnts", fq, fk) * jnp.tril(jnp.ones((T, T), jnp.float32))
+    num = jnp.einsum("btnh,bnhm->btnm", fq, state.S) + jnp.einsum("bnts,bsnm->btnm", w_BxNxTxT, v)
+    den = jnp.einsum("btnh,bnh->btn", fq, state.z) + jnp.einsum("bnts->btn", w_BxNxTxT)
+    return num / (den[..., None] + eps), state.S + S_add, state.z + z_add

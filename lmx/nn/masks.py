@@ -20,6 +20,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from lmx import registry
+
 
 def _grid(q_positions_BxL: jax.Array, k_positions_BxS: jax.Array):
     """Query and key positions as [B, 1, L, 1] and [B, 1, 1, S]."""
@@ -85,6 +87,28 @@ MASKS = {
     "causal": causal,
     "bidirectional": bidirectional,
 }
+
+
+def _dense_causal(q_positions_BxL, k_positions_BxS, attention):
+    del attention
+    return causal(q_positions_BxL, k_positions_BxS), "causal"
+
+
+def _sliding_window_causal(q_positions_BxL, k_positions_BxS, attention):
+    return sliding_window(q_positions_BxL, k_positions_BxS, attention.window), "sliding_window"
+
+
+def _block_sparse_causal(q_positions_BxL, k_positions_BxS, attention):
+    mask = block_sparse(q_positions_BxL, k_positions_BxS, attention.window, attention.stride, attention.global_tokens)
+    return mask, "dynamic"
+
+
+# model.attention.pattern -> (q_positions, k_positions, attention config) -> (causal mask, kernel hint)
+ATTENTION_PATTERNS = registry.ATTENTION_PATTERNS.register_all({
+    "dense": _dense_causal,
+    "sliding_window": _sliding_window_causal,
+    "block_sparse": _block_sparse_causal,
+})
 
 
 def default_positions(batch: int, length: int, offset: int | jax.Array = 0) -> jax.Array:

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from lmx import registry
 from lmx.nn import precision
 from lmx.nn.params import dtype_of, normal_param
 
@@ -39,7 +40,7 @@ class FFNActivation:
     gated: bool
 
 
-FFN_ACTIVATIONS: dict[str, FFNActivation] = {
+FFN_ACTIVATIONS = registry.FFN_ACTIVATIONS.register_all({
     "swiglu": FFNActivation(jax.nn.silu, gated=True),
     "geglu": FFNActivation(gelu, gated=True),
     "reglu": FFNActivation(jax.nn.relu, gated=True),
@@ -48,7 +49,7 @@ FFN_ACTIVATIONS: dict[str, FFNActivation] = {
     "gelu_tanh": FFNActivation(lambda x: jax.nn.gelu(x, approximate=True), gated=False),
     "relu": FFNActivation(jax.nn.relu, gated=False),
     "silu": FFNActivation(jax.nn.silu, gated=False),
-}
+})
 
 
 class MLP(nnx.Module):

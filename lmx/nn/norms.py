@@ -1,7 +1,7 @@
 """Normalisation layers, computed in float32 and returned in the input dtype.
 
 Use standalone in any NNX model: `self.norm = RMSNorm(dim, eps=1e-5, rngs=rngs)`, then
-`y_BxLxD = self.norm(x_BxLxD)`. `NORMS` maps `config.norm` names to the classes; every entry has the
+`y_BxLxD = self.norm(x_BxLxD)`. `NORMS` maps `config.norm.kind` names to the classes; every entry has the
 constructor `(dim, eps, *, use_bias=True, param_dtype, rngs)` (RMSNorm has no bias and ignores it).
 """
 
@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from lmx import registry
 from lmx.nn.params import constant_param
 
 
@@ -58,4 +59,4 @@ class LayerNorm(nnx.Module):
         return y.astype(x_BxLxD.dtype)
 
 
-NORMS: dict[str, type[nnx.Module]] = {"rmsnorm": RMSNorm, "layernorm": LayerNorm}
+NORMS = registry.NORMS.register_all({"rmsnorm": RMSNorm, "layernorm": LayerNorm})

@@ -16,7 +16,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-DTYPES: dict[str, jnp.dtype] = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+from lmx import registry
+
+# model.param_dtype / model.compute_dtype names -> dtypes
+DTYPES = registry.DTYPES.register_all({"float32": jnp.float32, "bfloat16": jnp.bfloat16})
 
 _NAME_KEYS = ("out_sharding", "sharding_names", "sharding")
 

@@ -7,7 +7,7 @@ the angle p * theta_i with theta_i = base^(-2i/K):
 Angles and the rotation are computed in float32; the result has x's dtype. Positions are explicit
 (B, L) integer arrays so packed documents can restart them.
 
-`POSITIONS` lists every `config.position` name and where that scheme acts; "none" is NoPE
+`POSITIONS` lists every `config.position.kind` name and where that scheme acts; "none" is NoPE
 (Kazemnejad et al. 2023, arXiv:2305.19466). The general rotary function (both layouts, partial
 rotation, xPos) is `lmx.nn.rotary.apply_rotary`; `apply_rope` here is its half-split special case.
 """
@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+from lmx import registry
 
 
 def rope_frequencies(head_dim: int, theta: float = 10000.0) -> jax.Array:
@@ -51,8 +53,8 @@ def no_position(x_BxLxHxK: jax.Array, positions_BxL: jax.Array, theta: float = 1
     return x_BxLxHxK
 
 
-POSITIONS: dict[str, str] = {
-    # config.position -> where the scheme acts (see lmx.nn.attention and lmx.nn.transformer)
+POSITIONS = registry.POSITIONS.register_all({
+    # config.position.kind -> where the scheme acts (see lmx.nn.attention and lmx.nn.transformer)
     "none": "nowhere (NoPE)",
     "rope": "queries and keys (lmx.nn.rotary)",
     "xpos": "queries and keys (lmx.nn.rotary, with xPos scaling)",
@@ -62,4 +64,4 @@ POSITIONS: dict[str, str] = {
     "sinusoidal": "input embeddings (lmx.nn.absolute_positions.sinusoidal)",
     "learned": "input embeddings (lmx.nn.absolute_positions.LearnedPositions)",
     "base_n": "input embeddings (lmx.nn.absolute_positions.BaseNPositions)",
-}
+})

@@ -17,6 +17,8 @@ from collections.abc import Callable
 
 import jax
 
+from lmx import registry
+
 Wrap = Callable[[Callable, bool], Callable]
 
 
@@ -47,4 +49,4 @@ def _offload(fn: Callable, prevent_cse: bool = True) -> Callable:
     return jax.checkpoint(fn, prevent_cse=prevent_cse, policy=policy)
 
 
-REMAT: dict[str, Wrap] = {"none": _no_remat, "full": _full, "save_dots": _save_dots, "offload": _offload}
+REMAT = registry.REMAT.register_all({"none": _no_remat, "full": _full, "save_dots": _save_dots, "offload": _offload})

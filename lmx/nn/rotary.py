@@ -17,26 +17,41 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from lmx import registry
+
 
 def rotary_dim(head_dim: int, fraction: float) -> int:
     d_rot = int(head_dim * fraction)
     return d_rot - d_rot % 2
 
 
-def _pair_layout(values_BxLxF: jax.Array, layout: str) -> jax.Array:
-    """Per-pair values [.., F] -> per-feature [.., 2F] in the layout's feature order."""
-    if layout == "half":
+class _Half:
+    """Pair i = (x_i, x_{i + d/2})."""
+
+    @staticmethod
+    def spread(values_BxLxF):  # per-pair values [.., F] -> per-feature [.., 2F]
         return jnp.concatenate([values_BxLxF, values_BxLxF], axis=-1)
-    return jnp.repeat(values_BxLxF, 2, axis=-1)
 
-
-def _rotate(x, layout: str):
-    """The 90-degree partner of each feature: rot(x) so that out = x cos + rot(x) sin."""
-    if layout == "half":
+    @staticmethod
+    def partner(x):  # the 90-degree partner: out = x cos + partner(x) sin
         half = x.shape[-1] // 2
         return jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
-    pairs = x.reshape(*x.shape[:-1], -1, 2)
-    return jnp.stack([-pairs[..., 1], pairs[..., 0]], axis=-1).reshape(x.shape)
+
+
+class _Interleaved:
+    """Pair i = (x_{2i}, x_{2i+1})."""
+
+    @staticmethod
+    def spread(values_BxLxF):
+        return jnp.repeat(values_BxLxF, 2, axis=-1)
+
+    @staticmethod
+    def partner(x):
+        pairs = x.reshape(*x.shape[:-1], -1, 2)
+        return jnp.stack([-pairs[..., 1], pairs[..., 0]], axis=-1).reshape(x.shape)
+
+
+ROPE_LAYOUTS = registry.ROPE_LAYOUTS.register_all({"half": _Half, "interleaved": _Interleaved})
 
 
 def apply_rotary(
@@ -50,21 +65,22 @@ def apply_rotary(
     is_query: bool = True,
 ) -> jax.Array:
     """Rotate (and for xPos, scale) the first rotary_dim features of every head of x."""
-    if layout not in ("half", "interleaved"):
+    if layout not in ROPE_LAYOUTS:
         raise ValueError(f"unknown RoPE layout {layout!r}")
+    pairs = ROPE_LAYOUTS[layout]
     d_rot = rotary_dim(x_BxLxHxK.shape[-1], fraction)
     if d_rot == 0:
         return x_BxLxHxK
     inv_freq_F = 1.0 / (theta ** (jnp.arange(0, d_rot, 2, dtype=jnp.float32) / d_rot))
     angles_BxLxF = positions_BxL.astype(jnp.float32)[..., None] * inv_freq_F
-    cos = _pair_layout(jnp.cos(angles_BxLxF), layout)[:, :, None, :]
-    sin = _pair_layout(jnp.sin(angles_BxLxF), layout)[:, :, None, :]
+    cos = pairs.spread(jnp.cos(angles_BxLxF))[:, :, None, :]
+    sin = pairs.spread(jnp.sin(angles_BxLxF))[:, :, None, :]
     x = x_BxLxHxK.astype(jnp.float32)
     x_rot, x_pass = x[..., :d_rot], x[..., d_rot:]
-    out = x_rot * cos + _rotate(x_rot, layout) * sin
+    out = x_rot * cos + pairs.partner(x_rot) * sin
     if xpos_scale_base is not None:
         zeta_F = (jnp.arange(0, d_rot, 2, dtype=jnp.float32) + 0.4 * d_rot) / (1.4 * d_rot)
         sign = 1.0 if is_query else -1.0
         exponent_BxLx1 = sign * positions_BxL.astype(jnp.float32)[..., None] / xpos_scale_base
-        out = out * _pair_layout(zeta_F ** exponent_BxLx1, layout)[:, :, None, :]
+        out = out * pairs.spread(zeta_F ** exponent_BxLx1)[:, :, None, :]
     return jnp.concatenate([out, x_pass], axis=-1).astype(x_BxLxHxK.dtype)

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lmx.nn import precision
+from lmx.nn.layer_inputs import LayerCache, LayerInputs
 from lmx.nn.params import constant_param, dtype_of, normal_param, param
 
 
@@ -163,16 +164,39 @@ class SelectiveSSM(nnx.Module):
     def __call__(
         self,
         x_BxLxD: jax.Array,
-        segment_ids_BxL: jax.Array | None = None,
+        inputs: LayerInputs | jax.Array | None = None,
         *,
-        cache: SSMCache | None = None,
+        cache: LayerCache | SSMCache | None = None,
         return_cache: bool = False,
         valid_BxL: jax.Array | None = None,
     ):
-        """y [B, L, D]; with `return_cache`, (y, SSMCache after the last token). `cache` continues
-        from an earlier state (prefill in pieces); it cannot be combined with segment_ids.
-        `valid_BxL` marks real tokens of right-padded rows (a prefix of each row): padding leaves the
-        state unchanged (Delta = 0), so the returned cache is the state after each row's last real token."""
+        """y [B, L, D]; with a `cache` (or `return_cache`), (y, SSMCache after the last token).
+
+        `inputs`: a LayerInputs (what a stack passes: segment ids and valid tokens are read from
+        it), or segment ids [B, L], or None. `cache` continues from an earlier state: an SSMCache,
+        or a stack's LayerCache (a fresh plan starts from zeros); it cannot be combined with segment
+        ids. `valid_BxL` marks real tokens of right-padded rows (a prefix of each row): padding
+        leaves the state unchanged (Delta = 0), so the returned cache is the state after each row's
+        last real token. One new token with a state runs the recurrence directly (O(1) per token)."""
+        segment_ids_BxL = inputs
+        if isinstance(inputs, LayerInputs):
+            segment_ids_BxL, valid_BxL = inputs.segment_ids, inputs.valid if valid_BxL is None else valid_BxL
+        state = cache.state if isinstance(cache, LayerCache) else cache
+        if isinstance(cache, LayerCache) and cache.plan.fresh:
+            state = self.init_cache(x_BxLxD.shape[0])
+        if state is not None and x_BxLxD.shape[1] == 1 and segment_ids_BxL is None:
+            y_BxD, state = self._recurrent_step(x_BxLxD[:, 0], state)
+            return y_BxD[:, None], state
+        y_BxLxD, state = self._parallel(x_BxLxD, segment_ids_BxL, state, valid_BxL)
+        return (y_BxLxD, state) if cache is not None or return_cache else y_BxLxD
+
+    def step(self, x_BxD: jax.Array, cache: SSMCache) -> tuple[jax.Array, SSMCache]:
+        """One decoding step: the output for token x_t [B, D] and the updated cache (O(1) per token);
+        the same computation as `self(x_BxD[:, None], cache=cache)`."""
+        return self._recurrent_step(x_BxD, cache)
+
+    def _parallel(self, x_BxLxD, segment_ids_BxL, cache: SSMCache | None, valid_BxL):
+        """(y [B, L, D], SSMCache after the last token): the conv and the associative scan over L."""
         cdt, K, E = self.compute_dtype, self.d_conv, self.d_inner
         B, L, _ = x_BxLxD.shape
         xz_BxLx2E = precision.einsum("bld,df->blf", x_BxLxD, self.in_proj[...], cdt)
@@ -211,8 +235,6 @@ class SelectiveSSM(nnx.Module):
         )
         y_BxLxE = y_BxLxE.astype(cdt) * jax.nn.silu(z_BxLxE)
         out_BxLxD = precision.einsum("ble,ed->bld", y_BxLxE, self.out_proj[...], cdt)
-        if not return_cache:
-            return out_BxLxD
         if valid_BxL is None:
             conv_BxKm1xE = xpad_BxLpxE[:, xpad_BxLpxE.shape[1] - (K - 1) :]
         else:  # the K-1 inputs before each row's length n sit at xpad[n : n + K - 1]
@@ -221,8 +243,8 @@ class SelectiveSSM(nnx.Module):
             conv_BxKm1xE = jnp.take_along_axis(xpad_BxLpxE, index_BxKm1[..., None], axis=1)
         return out_BxLxD, SSMCache(conv_BxKm1xE=conv_BxKm1xE.astype(jnp.float32), ssm_BxExN=h_BxExN)
 
-    def step(self, x_BxD: jax.Array, cache: SSMCache) -> tuple[jax.Array, SSMCache]:
-        """One decoding step: the output for token x_t [B, D] and the updated cache (O(1) per token)."""
+    def _recurrent_step(self, x_BxD: jax.Array, cache: SSMCache) -> tuple[jax.Array, SSMCache]:
+        """h_t = A_bar_t h_{t-1} + B_bar_t x_t for one token, from the conv window and state in `cache`."""
         cdt, E = self.compute_dtype, self.d_inner
         xz_Bx2E = precision.einsum("bd,df->bf", x_BxD, self.in_proj[...], cdt)
         x_BxE, z_BxE = xz_Bx2E[:, :E], xz_Bx2E[:, E:]

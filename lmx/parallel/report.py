@@ -87,25 +87,25 @@ def layout_report(config: Config, params, opt_state, n_devices: int | None = Non
         "bytes_per_device": {**totals, "total": totals["params"] + totals["opt_state"]},
         "bytes_global": {**global_totals, "total": global_totals["params"] + global_totals["opt_state"]},
         "attention_impl": {
-            "config": config.model.attention_impl,
+            "config": config.model.attention.kernel,
             "backend": backend,
-            "runs": resolve_attention_impl(config.model.attention_impl, config.model.compute_dtype, backend),
+            "runs": resolve_attention_impl(config.model.attention.kernel, config.model.compute_dtype, backend),
         },
     }
 
 
 def attention_kernel(config: Config, backend: str | None = None) -> str:
-    """"xla (model.attention_impl=auto on cpu)": the attention kernel this config runs on `backend`."""
+    """"xla (model.attention.kernel=auto on cpu)": the attention kernel this config runs on `backend`."""
     from lmx.errors import ConfigError
     from lmx.nn.attention import resolve_attention_impl
 
     backend = backend or jax.default_backend()
-    impl = config.model.attention_impl
+    impl = config.model.attention.kernel
     try:
         runs = resolve_attention_impl(impl, config.model.compute_dtype, backend)
     except ConfigError as exc:
         runs = f"unavailable ({exc})"
-    return f"{runs} (model.attention_impl={impl} on {backend})"
+    return f"{runs} (model.attention.kernel={impl} on {backend})"
 
 
 def _bytes(n: int) -> str:
@@ -133,5 +133,5 @@ def format_report(report: dict) -> str:
     lines.append(f"per device: params {_bytes(per['params'])}, optimizer state {_bytes(per['opt_state'])}, "
                  f"total {_bytes(per['total'])} (unsharded total {_bytes(glob['total'])})")
     att = report["attention_impl"]
-    lines.append(f"attention: model.attention_impl={att['config']} runs {att['runs']} on backend {att['backend']}")
+    lines.append(f"attention: model.attention.kernel={att['config']} runs {att['runs']} on backend {att['backend']}")
     return "\n".join(lines)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from jax.sharding import PartitionSpec
 
+from lmx import registry
+
 Rules = dict[str, tuple[str, ...]]
 
 _DP: Rules = {"batch": ("data",)}
@@ -22,12 +24,12 @@ _TP: Rules = {
 }
 _FSDP_TP: Rules = {**_TP, "batch": ("data", "fsdp"), "embed": ("fsdp",)}
 
-STRATEGIES: dict[str, Rules] = {
+STRATEGIES = registry.STRATEGIES.register_all({
     "dp": _DP,
     "fsdp": _FSDP,
     "tp": _TP,
     "fsdp_tp": _FSDP_TP,
-}
+})
 
 
 def logical_to_spec(names: tuple[str | None, ...] | None, rules: Rules) -> PartitionSpec:

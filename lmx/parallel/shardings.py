@@ -39,7 +39,7 @@ _FIELDS = {
 
 
 def param_path(path) -> str:
-    """Dotted parameter name from a pytree path (`blocks.attn.key`), dropping container prefixes."""
+    """Dotted parameter name from a pytree path (`blocks.mixer.key`), dropping container prefixes."""
     keys = [str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path]
     return ".".join(keys)
 

@@ -222,7 +222,7 @@ class Samples(Hook):
 
     def end(self, loop: TrainLoop, state: TrainState) -> None:
         config = loop.config
-        if not (loop.status == "completed" and config.model.arch == "decoder" and config.eval.sample_prompts
+        if not (loop.status == "completed" and config.model.architecture.plain_decoder and config.eval.sample_prompts
                 and config.eval.sample_tokens):
             return
         from flax import nnx

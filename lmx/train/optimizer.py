@@ -7,12 +7,11 @@ registry keyed by `optim.name`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import jax
 import optax
 from flax import nnx
 
+from lmx import registry
 from lmx.config import OptimConfig
 from lmx.train.schedules import make_schedule
 
@@ -37,7 +36,7 @@ def _adamw(cfg: OptimConfig, schedule: optax.Schedule, params: nnx.State) -> opt
     )
 
 
-OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {"adamw": _adamw}
+OPTIMIZERS = registry.OPTIMIZERS.register_all({"adamw": _adamw})
 
 
 def make_optimizer(cfg: OptimConfig, total_steps: int, params: nnx.State):

@@ -9,10 +9,9 @@ constant warmup, then constant `lr`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import optax
 
+from lmx import registry
 from lmx.config import OptimConfig
 
 
@@ -45,12 +44,12 @@ def _wsd(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
     return _warmup(cfg, optax.join_schedules([stable, decay], [stable_steps]))
 
 
-SCHEDULES: dict[str, Callable[[OptimConfig, int], optax.Schedule]] = {
+SCHEDULES = registry.SCHEDULES.register_all({
     "cosine": _cosine,
     "wsd": _wsd,
     "linear": _linear,
     "constant": _constant,
-}
+})
 
 
 def make_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:

@@ -16,10 +16,10 @@ class NoGrain(importlib.abc.MetaPathFinder):
         return None
 
 sys.meta_path.insert(0, NoGrain())
-import lmx.data
+import lmx.data, lmx.tokenizers
 import lmx.decode.text, lmx.decode.beam, lmx.decode.speculative
-from lmx.data.byte_tokenizer import BytesTokenizer
-assert lmx.data.Tokenizer is not None and "grain" not in sys.modules
+from lmx.tokenizers.bytes import BytesTokenizer
+assert lmx.tokenizers.Tokenizer is not None and "grain" not in sys.modules
 try:
     lmx.data.make_train_iterator
 except ModuleNotFoundError as exc:

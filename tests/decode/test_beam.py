@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from lmx.data.byte_tokenizer import BytesTokenizer
 from lmx.decode import text
 from lmx.decode.beam import beam_search
 from lmx.decode.engine import generate_tokens
 from lmx.errors import ConfigError
-from lmx.nn.transformer import build_model
+from lmx.nn import build_model
+from lmx.tokenizers.bytes import BytesTokenizer
 from tests.nn.helpers import tiny_config
 
 V = 5

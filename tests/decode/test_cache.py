@@ -27,8 +27,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from lmx.nn import kv_cache
-from lmx.nn.transformer import build_model
+from lmx.nn import build_model, kv_cache
 from tests.nn.helpers import tiny_config
 
 B = 2
@@ -41,22 +40,22 @@ ENC_LEN = np.array([6, 4], np.int32)  # encoder-decoder: ragged encoder inputs
 VOCAB = 300
 
 CASES = {
-    **{f"pos_{p}": dict(position=p) for p in
+    **{f"pos_{p}": dict(position__kind=p) for p in
        ("none", "rope", "xpos", "alibi", "t5", "shaw", "sinusoidal", "learned", "base_n")},
-    "rope_interleaved_partial": dict(position="rope", rope_layout="interleaved", rope_fraction=0.5),
+    "rope_interleaved_partial": dict(position__kind="rope", position__rope__layout="interleaved", position__rope__fraction=0.5),
     # window 3 < 13 tokens: the 3-slot ring buffer wraps 4 times (and the prefill is longer than it)
-    "sliding_window_ring": dict(attention_pattern="sliding_window", window=3),
+    "sliding_window_ring": dict(attention__pattern="sliding_window", attention__window=3),
     # a preallocated cache (ring=False) under a window, so forget_after applies; unrolled layers
-    "sliding_window_noring_unscanned": dict(attention_pattern="sliding_window", window=3, position="alibi",
+    "sliding_window_noring_unscanned": dict(attention__pattern="sliding_window", attention__window=3, position__kind="alibi",
                                             scan_layers=False),
-    "block_sparse": dict(attention_pattern="block_sparse", window=3, sparse_stride=4, global_tokens=1),
-    "linear": dict(attention_kind="linear", position="none"),
-    "qk_norm_mqa": dict(qk_norm=True, n_kv_heads=1, position="xpos"),  # MQA: one cached kv head
+    "block_sparse": dict(attention__pattern="block_sparse", attention__window=3, attention__stride=4, attention__global_tokens=1),
+    "linear": dict(attention__kind="linear", position__kind="none"),
+    "qk_norm_mqa": dict(attention__qk_norm=True, n_kv_heads=1, position__kind="xpos"),  # MQA: one cached kv head
     "hybrid_AM": dict(layer_pattern="AM"),
-    "hybrid_MA": dict(layer_pattern="MA", position="alibi"),
+    "hybrid_MA": dict(layer_pattern="MA", position__kind="alibi"),
     "prefix_lm": dict(arch="prefix_lm"),
-    "encdec_t5": dict(arch="encoder_decoder", position="t5"),
-    "encdec_rope": dict(arch="encoder_decoder", position="rope"),
+    "encdec_t5": dict(arch="encoder_decoder", position__kind="t5"),
+    "encdec_rope": dict(arch="encoder_decoder", position__kind="rope"),
 }
 
 
@@ -67,8 +66,8 @@ def _ring(name: str) -> bool:
 def _forgets(config, name: str) -> bool:
     """forget_after only discards attention keys: an SSM state cannot be rewound, and a ring buffer
     has already overwritten the older keys that the re-extended tokens would need again."""
-    ring_buffer = config.attention_pattern == "sliding_window" and _ring(name)
-    recurrent = "M" in config.layer_pattern or config.attention_kind == "linear"
+    ring_buffer = config.attention.pattern == "sliding_window" and _ring(name)
+    recurrent = "M" in config.layer_pattern or config.attention.kind == "linear"
     return not recurrent and not ring_buffer
 
 
@@ -155,7 +154,7 @@ def _decode(name: str):
 
     # forget_after: drop the last FORGET steps, extend 3 different tokens in their place at once
     keep = PROMPT + CHUNK + STEPS - FORGET - 1
-    if "M" in config.layer_pattern or config.attention_kind == "linear":  # refused (test below)
+    if "M" in config.layer_pattern or config.attention.kind == "linear":  # refused (test below)
         return out
     forgot = kv_cache.forget_after(cache, jnp.asarray(keep))
     new_pos = keep[:, None] + 1 + np.arange(CHUNK, dtype=np.int32)
@@ -213,7 +212,7 @@ def test_cached_decoding_matches_full_forward(name):
 
 def test_ring_buffer_keeps_only_the_window():
     """The sliding-window cache holds exactly the last `window` positions of each row."""
-    config = tiny_config(attention_pattern="sliding_window", window=3)
+    config = tiny_config(attention__pattern="sliding_window", attention__window=3)
     model = build_model(config, rngs=nnx.Rngs(0))
     graphdef, state = nnx.split(model)
 
@@ -246,22 +245,22 @@ def test_forget_after_refuses_recurrent_states(name):
 
 PER_LAYER_CASES = {
     "rope": dict(),
-    "alibi": dict(position="alibi"),
-    "sliding_window_ring": dict(attention_pattern="sliding_window", window=3),
+    "alibi": dict(position__kind="alibi"),
+    "sliding_window_ring": dict(attention__pattern="sliding_window", attention__window=3),
     "hybrid_AM": dict(layer_pattern="AM"),
-    "linear": dict(attention_kind="linear", position="sinusoidal"),
+    "linear": dict(attention__kind="linear", position__kind="sinusoidal"),
 }
 
 
 def test_linear_attention_cache_is_a_constant_size_state():
     """Linear attention decodes from its running sums S = sum phi(k) v^T and z = sum phi(k): the
     cache has no keys or values and does not grow with the capacity."""
-    config = tiny_config(attention_kind="linear", position="none")
+    config = tiny_config(attention__kind="linear", position__kind="none")
     small, large = (kv_cache.init_cache(config, B, capacity) for capacity in (4, 400))
-    assert set(small.layers) == {"S", "z"}
+    assert isinstance(small.layers["mixer"], kv_cache.LinearAttentionState)  # running sums, no KV slots
     assert jax.tree.map(jnp.shape, small.layers) == jax.tree.map(jnp.shape, large.layers)
     N, H = config.n_heads, config.resolved_head_dim
-    assert small.layers["S"].shape == (config.n_layers, B, N, H, H)
+    assert small.layers["mixer"].S.shape == (config.n_layers, B, N, H, H)
 
 
 @functools.cache
@@ -331,13 +330,10 @@ def test_per_layer_cache_matches_full_forward(name):
     ("sliding_window_ring", 3, False),  # the ring could overwrite keys the new tokens still need: two parts
 ])
 def test_per_layer_extend_path(name, T, write_first):
-    """The cases above exercise the path they are meant to (lmx.nn.transformer._extend_inputs)."""
-    from lmx.nn import masks as mask_lib
-    from lmx.nn.transformer import _extend_inputs
-
+    """The cases above exercise the path they are meant to (lmx.nn.kv_cache.plan_call)."""
     config = tiny_config(**PER_LAYER_CASES[name])
     cache = kv_cache.init_cache(config, B, kv_cache.cache_capacity(config, SEQ), per_layer=True)
     positions = jnp.asarray(PROMPT[:, None] + np.arange(T, dtype=np.int32))
-    inputs, _ = _extend_inputs(cache, positions, None, False, mask_lib.causal, None,
-                               config.attention_pattern == "sliding_window")
-    assert inputs.write_first == write_first
+    plan, _ = kv_cache.plan_call(cache, positions, jnp.ones(positions.shape, bool), False,
+                                 config.attention.pattern == "sliding_window")
+    assert plan.write_first == write_first

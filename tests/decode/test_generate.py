@@ -14,15 +14,15 @@ from flax import nnx
 from lmx.decode.engine import generate_tokens
 from lmx.decode.logits import SamplingConfig
 from lmx.errors import ConfigError
-from lmx.nn.transformer import build_model
+from lmx.nn import build_model
 from tests.nn.helpers import tiny_config
 
 CASES = {
     "rope": dict(),
-    "alibi": dict(position="alibi"),
-    "sliding_window": dict(attention_pattern="sliding_window", window=3),  # 5 + 6 tokens: the ring wraps
+    "alibi": dict(position__kind="alibi"),
+    "sliding_window": dict(attention__pattern="sliding_window", attention__window=3),  # 5 + 6 tokens: the ring wraps
     "hybrid_AM": dict(layer_pattern="AM"),
-    "encdec": dict(arch="encoder_decoder", position="t5"),
+    "encdec": dict(arch="encoder_decoder", position__kind="t5"),
 }
 PROMPTS = [[11, 42, 7, 250, 99], [3, 180, 64]]  # different lengths
 MAX_NEW = 6
@@ -148,7 +148,7 @@ def test_invalid_requests():
     for bad in (0, -1, 2.0, True):
         with pytest.raises(ConfigError, match="max_new_tokens"):
             generate_tokens(model, PROMPTS, max_new_tokens=bad)
-    learned = build_model(tiny_config(position="learned"), rngs=nnx.Rngs(0))
+    learned = build_model(tiny_config(position__kind="learned"), rngs=nnx.Rngs(0))
     with pytest.raises(ConfigError, match=r"context_len=64 exceeds model.max_seq_len=32.*position=learned"):
         generate_tokens(learned, PROMPTS, max_new_tokens=2, context_len=64)
     encoder = build_model(tiny_config(arch="encoder"), rngs=nnx.Rngs(0))

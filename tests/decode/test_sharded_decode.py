@@ -14,7 +14,7 @@ SCRIPT = textwrap.dedent("""
     from flax import nnx
     from lmx.config import MeshConfig, ModelConfig
     from lmx.decode import SamplingConfig, beam_search, generate_tokens
-    from lmx.nn.transformer import build_model
+    from lmx.nn import build_model
     from lmx.parallel.mesh import make_mesh
     from lmx.parallel.rules import STRATEGIES
     from lmx.parallel.shardings import tree_shardings

@@ -13,13 +13,13 @@ import pytest
 import scipy.stats
 from flax import nnx
 
-from lmx.data.byte_tokenizer import BytesTokenizer
 from lmx.decode import text
 from lmx.decode.engine import generate_tokens
 from lmx.decode.logits import SamplingConfig, warp_logits
 from lmx.decode.speculative import speculative_generate
 from lmx.errors import ConfigError
-from lmx.nn.transformer import build_model
+from lmx.nn import build_model
+from lmx.tokenizers.bytes import BytesTokenizer
 from tests.nn.helpers import tiny_config
 
 PROMPTS = [[11, 42, 7, 250, 99], [3, 180, 64]]  # different lengths

@@ -17,7 +17,7 @@ from lmx.decode import text as text_lib
 from lmx.decode.engine import generate_tokens
 from lmx.decode.logits import SamplingConfig
 from lmx.errors import ConfigError
-from lmx.nn.transformer import build_model
+from lmx.nn import build_model
 from tests.nn.helpers import tiny_config
 
 

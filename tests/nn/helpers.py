@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -15,7 +13,8 @@ TINY = ModelConfig(d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64, voc
 
 
 def tiny_config(**overrides) -> ModelConfig:
-    return dataclasses.replace(TINY, **overrides)
+    """TINY with overrides, nested keys written with `__` (position__kind="alibi")."""
+    return TINY.replace(**overrides)
 
 
 def build(config: ModelConfig, seed: int = 0) -> Transformer:

@@ -11,10 +11,10 @@ from .helpers import build, tiny_config
 
 CONFIGS = {
     "tied_swiglu_gqa": tiny_config(),
-    "untied_gelu_mha": tiny_config(tie_embeddings=False, ffn="gelu", n_kv_heads=4),
-    "layernorm_geglu_mqa": tiny_config(norm="layernorm", ffn="geglu", n_kv_heads=1, n_layers=1),
-    "relu_headdim_derived_dff": tiny_config(ffn="relu", head_dim=12, d_ff=0, d_model=48, n_layers=3),
-    "silu_untied_layernorm": tiny_config(ffn="silu", tie_embeddings=False, norm="layernorm"),
+    "untied_gelu_mha": tiny_config(tie_embeddings=False, ffn__activation="gelu", n_kv_heads=4),
+    "layernorm_geglu_mqa": tiny_config(norm__kind="layernorm", ffn__activation="geglu", n_kv_heads=1, n_layers=1),
+    "relu_headdim_derived_dff": tiny_config(ffn__activation="relu", head_dim=12, d_ff=0, d_model=48, n_layers=3),
+    "silu_untied_layernorm": tiny_config(ffn__activation="silu", tie_embeddings=False, norm__kind="layernorm"),
 }
 
 

@@ -1,7 +1,6 @@
 """The model catalog: every causal variant is causal, masks hold at the model level, DeepNorm and
 ReZero match their definitions at initialisation, kernels agree, and parameter counts are exact."""
 
-import dataclasses
 import math
 
 import jax
@@ -21,7 +20,7 @@ L = 16
 
 
 def cfg(**kw) -> ModelConfig:
-    return dataclasses.replace(BASE, **kw)
+    return BASE.replace(**kw)
 
 
 def _logits(model, tokens, **kw):
@@ -33,30 +32,30 @@ def _tokens(seed=0, batch=1, length=L):
 
 
 CAUSAL_VARIANTS = [
-    dict(position="rope", rope_layout="interleaved", rope_fraction=0.5),
-    dict(position="xpos"),
-    dict(position="alibi"),
-    dict(position="t5"),
-    dict(position="shaw", attention_impl="plain"),
-    dict(position="sinusoidal"),
-    dict(position="learned"),
-    dict(position="base_n", position_base=4),
-    dict(position="none", qk_norm=True),
-    dict(attention_pattern="sliding_window", window=4),
-    dict(attention_pattern="block_sparse", window=3, sparse_stride=4, global_tokens=2),
-    dict(attention_kind="linear", position="none"),
+    dict(position__kind="rope", position__rope__layout="interleaved", position__rope__fraction=0.5),
+    dict(position__kind="xpos"),
+    dict(position__kind="alibi"),
+    dict(position__kind="t5"),
+    dict(position__kind="shaw", attention__kernel="plain"),
+    dict(position__kind="sinusoidal"),
+    dict(position__kind="learned"),
+    dict(position__kind="base_n", position__base_n__base=4),
+    dict(position__kind="none", attention__qk_norm=True),
+    dict(attention__pattern="sliding_window", attention__window=4),
+    dict(attention__pattern="block_sparse", attention__window=3, attention__stride=4, attention__global_tokens=2),
+    dict(attention__kind="linear", position__kind="none"),
     dict(layer_pattern="MA"),
-    dict(norm_position="post", norm="layernorm"),
-    dict(norm_position="deepnorm", norm="layernorm"),
-    dict(norm_position="rezero"),
-    dict(attention_impl="plain", logit_soft_cap=5.0, scale_embeddings=True),
+    dict(norm__placement="post", norm__kind="layernorm"),
+    dict(norm__placement="deepnorm", norm__kind="layernorm"),
+    dict(norm__placement="rezero"),
+    dict(attention__kernel="plain", logit_soft_cap=5.0, scale_embeddings=True),
 ]
 
 
 @pytest.mark.parametrize("variant", CAUSAL_VARIANTS, ids=lambda v: ",".join(f"{k}={v[k]}" for k in v))
 def test_every_causal_variant_is_causal(variant):
     config = cfg(**variant)
-    if variant.get("norm_position") == "rezero":  # gates start at 0; open them so layers matter
+    if variant.get("norm__placement") == "rezero":  # gates start at 0; open them so layers matter
         model = build_model(config, rngs=nnx.Rngs(0))
         model.blocks.gate[...] = jnp.full_like(model.blocks.gate[...], 0.5)
     else:
@@ -82,18 +81,18 @@ def test_prefix_lm_prefix_is_bidirectional_and_suffix_causal():
 
 
 def test_nope_encoder_is_permutation_equivariant():
-    model = build_model(cfg(arch="encoder", position="none"), rngs=nnx.Rngs(2))
+    model = build_model(cfg(arch="encoder", position__kind="none"), rngs=nnx.Rngs(2))
     tokens = _tokens(2)
     perm = np.random.default_rng(0).permutation(L)
     out = _logits(model, tokens)
     out_perm = _logits(model, tokens[:, perm])
     np.testing.assert_allclose(out_perm, out[:, perm], rtol=1e-5, atol=1e-5)
-    with_positions = build_model(cfg(arch="encoder", position="learned"), rngs=nnx.Rngs(2))
+    with_positions = build_model(cfg(arch="encoder", position__kind="learned"), rngs=nnx.Rngs(2))
     assert not np.allclose(_logits(with_positions, tokens[:, perm]), _logits(with_positions, tokens)[:, perm])
 
 
 def test_sliding_window_model_ignores_tokens_outside_the_window():
-    model = build_model(cfg(n_layers=1, attention_pattern="sliding_window", window=4), rngs=nnx.Rngs(3))
+    model = build_model(cfg(n_layers=1, attention__pattern="sliding_window", attention__window=4), rngs=nnx.Rngs(3))
     tokens = _tokens(3)
     base = _logits(model, tokens)
     far = _logits(model, tokens.at[0, 5].set((tokens[0, 5] + 1) % 64))  # query 12 sees keys 9..12 only
@@ -102,7 +101,7 @@ def test_sliding_window_model_ignores_tokens_outside_the_window():
 
 
 def test_encoder_padding_and_cross_attention_masks():
-    model = build_model(cfg(arch="encoder_decoder", position="t5"), rngs=nnx.Rngs(4))
+    model = build_model(cfg(arch="encoder_decoder", position__kind="t5"), rngs=nnx.Rngs(4))
     enc, dec = _tokens(4, length=12), _tokens(5, length=8)
     valid = jnp.asarray([[1] * 9 + [0] * 3], bool)
     base = np.asarray(model(enc, dec, valid))
@@ -121,29 +120,29 @@ def test_deepnorm_constants_and_initialisation():
     enc = deepnorm_constants("encoder_decoder", 6, 6, "encoder")
     assert enc == pytest.approx((0.81 * (6**4 * 6) ** (1 / 16), 0.87 * (6**4 * 6) ** (-1 / 16)))
     assert deepnorm_constants("encoder_decoder", 6, 6, "decoder") == pytest.approx(((3 * 6) ** 0.25, (12 * 6) ** -0.25))
-    config = cfg(d_model=64, d_ff=256, n_heads=4, n_kv_heads=4, norm_position="deepnorm", norm="layernorm",
+    config = cfg(d_model=64, d_ff=256, n_heads=4, n_kv_heads=4, norm__placement="deepnorm", norm__kind="layernorm",
                  init="normal", init_std=0.05)
     alpha, beta = deepnorm_constants("decoder", 2, 2, "decoder")
     block = Block(config, deepnorm=(alpha, beta), rngs=nnx.Rngs(0))
     assert block.alpha == pytest.approx(alpha)
-    for name, expected in [("attn.query", 0.05), ("attn.value", 0.05 * beta), ("attn.out", 0.05 * beta),
-                           ("mlp.up", 0.05 * beta), ("mlp.down", 0.05 * beta)]:
+    for name, expected in [("mixer.query", 0.05), ("mixer.value", 0.05 * beta), ("mixer.out", 0.05 * beta),
+                           ("ffn.up", 0.05 * beta), ("ffn.down", 0.05 * beta)]:
         module, attr = name.split(".")
         std = float(np.std(np.asarray(getattr(getattr(block, module), attr)[...])))
         assert std == pytest.approx(expected, rel=0.08), name
     # the residual is norm(alpha * x + f(x)): with f zeroed, the block is LayerNorm(alpha x)
-    block.attn.out[...] = jnp.zeros_like(block.attn.out[...])
-    block.mlp.down[...] = jnp.zeros_like(block.mlp.down[...])
+    block.mixer.out[...] = jnp.zeros_like(block.mixer.out[...])
+    block.ffn.down[...] = jnp.zeros_like(block.ffn.down[...])
     x = jax.random.normal(jax.random.key(0), (1, 5, 64))
     y = np.asarray(block(x))
     z = alpha * np.asarray(x)
-    z = (z - z.mean(-1, keepdims=True)) / np.sqrt(z.var(-1, keepdims=True) + config.norm_eps)
-    z = (z - z.mean(-1, keepdims=True)) / np.sqrt(z.var(-1, keepdims=True) + config.norm_eps)  # norm twice
+    z = (z - z.mean(-1, keepdims=True)) / np.sqrt(z.var(-1, keepdims=True) + config.norm.eps)
+    z = (z - z.mean(-1, keepdims=True)) / np.sqrt(z.var(-1, keepdims=True) + config.norm.eps)  # norm twice
     np.testing.assert_allclose(y, z, rtol=1e-4, atol=1e-4)
 
 
 def test_rezero_is_the_identity_at_initialisation():
-    config = cfg(norm_position="rezero")
+    config = cfg(norm__placement="rezero")
     block = Block(config, rngs=nnx.Rngs(0))
     assert float(block.gate[...]) == 0.0
     x = jax.random.normal(jax.random.key(1), (2, 7, 32))
@@ -201,12 +200,12 @@ def test_kernel_choice_and_clear_refusals():
 
 
 @pytest.mark.parametrize("variant", [
-    dict(arch="encoder_decoder", position="t5", n_encoder_layers=3),
-    dict(arch="encoder", position="learned", norm="layernorm", norm_bias=False),
-    dict(tie_embeddings=False, qk_norm=True, position="shaw", attention_impl="plain"),
-    dict(layer_pattern="AMM", n_layers=3, ffn="glu"),
-    dict(norm_position="rezero", ffn="gelu_tanh"),
-    dict(position="base_n", position_base=3, ffn="reglu"),
+    dict(arch="encoder_decoder", position__kind="t5", n_encoder_layers=3),
+    dict(arch="encoder", position__kind="learned", norm__kind="layernorm", norm__bias=False),
+    dict(tie_embeddings=False, attention__qk_norm=True, position__kind="shaw", attention__kernel="plain"),
+    dict(layer_pattern="AMM", n_layers=3, ffn__activation="glu"),
+    dict(norm__placement="rezero", ffn__activation="gelu_tanh"),
+    dict(position__kind="base_n", position__base_n__base=3, ffn__activation="reglu"),
 ])
 def test_param_count_is_exact(variant):
     config = cfg(**variant)
@@ -219,15 +218,15 @@ def test_incompatible_settings_name_both():
     from lmx.errors import ConfigError
 
     cases = [
-        (["model.position=alibi", "model.attention_impl=splash"], "position=alibi"),
-        (["model.position=shaw", "model.attention_impl=xla"], "position=shaw"),
-        (["model.attention_kind=linear", "model.position=rope"], "attention_kind=linear"),
-        (["model.attention_pattern=sliding_window", "model.window=300"], "data.seq_len"),
+        (["model.position.kind=alibi", "model.attention.kernel=splash"], "position.kind=alibi"),
+        (["model.position.kind=shaw", "model.attention.kernel=xla"], "position.kind=shaw"),
+        (["model.attention.kind=linear", "model.position.kind=rope"], "attention.kind=linear"),
+        (["model.attention.pattern=sliding_window", "model.attention.window=300"], "data.seq_len"),
         (["model.arch=encoder"], "<|mask|>"),
         (["model.arch=encoder_decoder"], "data.num_sentinels"),
-        (["model.arch=encoder", "model.attention_pattern=sliding_window", "model.window=4",
+        (["model.arch=encoder", "model.attention.pattern=sliding_window", "model.attention.window=4",
           "data.special_tokens=[\"<|mask|>\"]"], "arch=encoder"),
-        (["model.position=learned", "data.seq_len=512"], "model.max_seq_len"),
+        (["model.position.kind=learned", "data.seq_len=512"], "model.max_seq_len"),
         (["model.layer_pattern=AM", "model.arch=encoder", "data.special_tokens=[\"<|mask|>\"]"], "arch=encoder"),
     ]
     for overrides, words in cases:

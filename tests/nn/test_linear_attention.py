@@ -7,9 +7,9 @@ import pytest
 from flax import nnx
 
 from lmx.nn import logical_partition_specs
+from lmx.nn.attention import LinearAttention
 from lmx.nn.linear_attention import (
     FEATURE_MAPS,
-    LinearAttention,
     bidirectional_linear_attention,
     causal_linear_attention,
 )

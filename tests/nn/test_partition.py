@@ -10,7 +10,7 @@ from .helpers import build, tiny_config
 LOGICAL = {"vocab", "embed", "heads", "kv_heads", "head_dim", "mlp", "layers", None}  # None: replicated
 
 
-@pytest.fixture(scope="module", params=[{}, {"tie_embeddings": False, "norm": "layernorm", "ffn": "relu"}])
+@pytest.fixture(scope="module", params=[{}, {"tie_embeddings": False, "norm__kind": "layernorm", "ffn__activation": "relu"}])
 def model(request):
     return build(tiny_config(**request.param))
 
@@ -64,5 +64,5 @@ def test_specs_map_to_mesh_axes_for_every_strategy(model):
             )
         )
     )
-    assert tp[("blocks", "attn", "query")] == jax.sharding.PartitionSpec(None, None, "tensor", None)
+    assert tp[("blocks", "mixer", "query")] == jax.sharding.PartitionSpec(None, None, "tensor", None)
     assert tp[("blocks", "mlp", "down")] == jax.sharding.PartitionSpec(None, "tensor", None)

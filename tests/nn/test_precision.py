@@ -47,9 +47,9 @@ def _dot_dtypes(fn, *args):
 
 @pytest.mark.parametrize("layer_pattern", ["A", "MA"])
 def test_bfloat16_model_sums_every_matmul_in_float32(layer_pattern):
-    # attention_impl=plain: the xla/cudnn kernels are jax.nn.dot_product_attention, with JAX's own dtypes
+    # attention__kernel=plain: the xla/cudnn kernels are jax.nn.dot_product_attention, with JAX's own dtypes
     config = tiny_config(param_dtype="bfloat16", compute_dtype="bfloat16", layer_pattern=layer_pattern,
-                         attention_impl="plain")
+                         attention__kernel="plain")
     model = build(config)
     dots = _dot_dtypes(model, random_tokens(0, 1, 8, model.config.vocab_size))
     assert len(dots) >= 7, dots  # q, k, v, scores, p.v, out, gate, up, down, logits (and the SSM's)

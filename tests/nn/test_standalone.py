@@ -42,4 +42,4 @@ def test_block_standalone_default_positions():
     np.testing.assert_allclose(
         forward(block, x), forward(block, x, jnp.arange(8)[None]), rtol=1e-6, atol=1e-6
     )
-    assert logical_partition_specs(block)["attn"]["query"] == ("embed", "heads", "head_dim")
+    assert logical_partition_specs(block)["mixer"]["query"] == ("embed", "heads", "head_dim")

@@ -62,7 +62,7 @@ def test_segments_never_attend_across(model, forward):
 
 
 def test_layers_are_initialised_independently(model):
-    q = model.blocks.attn.query[...]
+    q = model.blocks.mixer.query[...]
     assert q.shape[0] == model.config.n_layers
     assert not np.allclose(q[0], q[1])
 
@@ -71,13 +71,13 @@ def test_residual_output_projections_are_scaled():
     config = tiny_config(d_model=64, n_heads=4, n_kv_heads=4, d_ff=128, init_std=0.05)
     model = build(config)
     expected = 0.05 / np.sqrt(2 * config.n_layers)
-    for p in (model.blocks.attn.out, model.blocks.mlp.down):
+    for p in (model.blocks.mixer.out, model.blocks.ffn.down):
         assert abs(float(jnp.std(p[...])) / expected - 1) < 0.1
-    for p in (model.blocks.attn.query, model.blocks.mlp.up, model.embed):
+    for p in (model.blocks.mixer.query, model.blocks.ffn.up, model.embed):
         assert abs(float(jnp.std(p[...])) / 0.05 - 1) < 0.1
 
 
-@pytest.mark.parametrize("overrides", [{}, {"tie_embeddings": False, "norm": "layernorm", "ffn": "gelu"}])
+@pytest.mark.parametrize("overrides", [{}, {"tie_embeddings": False, "norm__kind": "layernorm", "ffn__activation": "gelu"}])
 def test_scan_equals_unrolled(overrides):
     scanned = build(tiny_config(scan_layers=True, **overrides))
     unrolled = build(tiny_config(scan_layers=False, **overrides))
@@ -150,7 +150,7 @@ def test_tied_and_untied_output():
 
 
 def test_no_position_variant_runs():
-    model = build(tiny_config(position="none", n_kv_heads=1))
+    model = build(tiny_config(position__kind="none", n_kv_heads=1))
     logits = model(random_tokens(9, 1, 8, model.config.vocab_size))
     assert logits.shape == (1, 8, model.config.vocab_size)
 

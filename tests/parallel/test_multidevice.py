@@ -29,7 +29,7 @@ def test_sharded_training_matches_single_device_for_5_steps(strategies, strategy
 
 def test_axis_not_dividing_a_dimension_names_parameter_axis_and_sizes(strategies):
     message = strategies["kv_heads_error"]
-    assert message.startswith("mesh.shape: parameter blocks.attn.key dimension 2 (kv_heads, model.n_kv_heads)")
+    assert message.startswith("mesh.shape: parameter blocks.mixer.key dimension 2 (kv_heads, model.n_kv_heads)")
     assert "size 2" in message and "tensor=4" in message
 
 

@@ -33,7 +33,7 @@ def test_dp_replicates_everything():
 
 def test_indivisible_axis_is_reported_before_anything_runs():
     config = load_config("tiny", ["mesh.strategy=tp", 'mesh.shape={"data": -1, "tensor": 4}'])
-    with pytest.raises(ConfigError, match=r"^mesh.shape: parameter blocks.attn.key dimension 2 \(kv_heads"):
+    with pytest.raises(ConfigError, match=r"^mesh.shape: parameter blocks.mixer.key dimension 2 \(kv_heads"):
         sharding_report(config, n_devices=16)
 
 
@@ -51,5 +51,5 @@ def test_cli_info_sharding(capsys):
 
 
 def test_cli_info_names_the_attention_kernel(capsys):
-    assert main(["info", "--config", "tiny", "--json", "--set", "model.attention_impl=auto"]) == 0
-    assert json.loads(capsys.readouterr().out)["attention_kernel"] == "xla (model.attention_impl=auto on cpu)"
+    assert main(["info", "--config", "tiny", "--json", "--set", "model.attention.kernel=auto"]) == 0
+    assert json.loads(capsys.readouterr().out)["attention_kernel"] == "xla (model.attention.kernel=auto on cpu)"

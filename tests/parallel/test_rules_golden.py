@@ -19,30 +19,30 @@ CONFIG = ModelConfig(d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64, v
 
 # parameter: (shape, logical names, {strategy: spec})
 GOLDEN = {
-    "blocks.attn.query": ((2, 32, 4, 8), ("layers", "embed", "heads", "head_dim"), {
+    "blocks.mixer.query": ((2, 32, 4, 8), ("layers", "embed", "heads", "head_dim"), {
         "dp": P(None, None, None, None), "fsdp": P(None, "fsdp", None, None),
         "tp": P(None, None, "tensor", None), "fsdp_tp": P(None, "fsdp", "tensor", None)}),
-    "blocks.attn.key": ((2, 32, 2, 8), ("layers", "embed", "kv_heads", "head_dim"), {
+    "blocks.mixer.key": ((2, 32, 2, 8), ("layers", "embed", "kv_heads", "head_dim"), {
         "dp": P(None, None, None, None), "fsdp": P(None, "fsdp", None, None),
         "tp": P(None, None, "tensor", None), "fsdp_tp": P(None, "fsdp", "tensor", None)}),
-    "blocks.attn.value": ((2, 32, 2, 8), ("layers", "embed", "kv_heads", "head_dim"), {
+    "blocks.mixer.value": ((2, 32, 2, 8), ("layers", "embed", "kv_heads", "head_dim"), {
         "dp": P(None, None, None, None), "fsdp": P(None, "fsdp", None, None),
         "tp": P(None, None, "tensor", None), "fsdp_tp": P(None, "fsdp", "tensor", None)}),
-    "blocks.attn.out": ((2, 4, 8, 32), ("layers", "heads", "head_dim", "embed"), {
+    "blocks.mixer.out": ((2, 4, 8, 32), ("layers", "heads", "head_dim", "embed"), {
         "dp": P(None, None, None, None), "fsdp": P(None, None, None, "fsdp"),
         "tp": P(None, "tensor", None, None), "fsdp_tp": P(None, "tensor", None, "fsdp")}),
-    "blocks.attn_norm.scale": ((2, 32), ("layers", "embed"), {
+    "blocks.mixer_norm.scale": ((2, 32), ("layers", "embed"), {
         "dp": P(None, None), "fsdp": P(None, "fsdp"), "tp": P(None, None), "fsdp_tp": P(None, "fsdp")}),
-    "blocks.mlp.gate": ((2, 32, 64), ("layers", "embed", "mlp"), {
+    "blocks.ffn.gate": ((2, 32, 64), ("layers", "embed", "mlp"), {
         "dp": P(None, None, None), "fsdp": P(None, "fsdp", None),
         "tp": P(None, None, "tensor"), "fsdp_tp": P(None, "fsdp", "tensor")}),
-    "blocks.mlp.up": ((2, 32, 64), ("layers", "embed", "mlp"), {
+    "blocks.ffn.up": ((2, 32, 64), ("layers", "embed", "mlp"), {
         "dp": P(None, None, None), "fsdp": P(None, "fsdp", None),
         "tp": P(None, None, "tensor"), "fsdp_tp": P(None, "fsdp", "tensor")}),
-    "blocks.mlp.down": ((2, 64, 32), ("layers", "mlp", "embed"), {
+    "blocks.ffn.down": ((2, 64, 32), ("layers", "mlp", "embed"), {
         "dp": P(None, None, None), "fsdp": P(None, None, "fsdp"),
         "tp": P(None, "tensor", None), "fsdp_tp": P(None, "tensor", "fsdp")}),
-    "blocks.mlp_norm.scale": ((2, 32), ("layers", "embed"), {
+    "blocks.ffn_norm.scale": ((2, 32), ("layers", "embed"), {
         "dp": P(None, None), "fsdp": P(None, "fsdp"), "tp": P(None, None), "fsdp_tp": P(None, "fsdp")}),
     "embed": ((320, 32), ("vocab", "embed"), {
         "dp": P(None, None), "fsdp": P(None, "fsdp"), "tp": P("tensor", None), "fsdp_tp": P("tensor", "fsdp")}),

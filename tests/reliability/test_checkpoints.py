@@ -83,7 +83,7 @@ def test_params_only_restore_equals_the_full_restore(run_dir):
     import numpy as np
 
     from lmx.api import config_for_these_devices
-    from lmx.data.tokenizer import Tokenizer
+    from lmx.tokenizers import Tokenizer
     from lmx.train.checkpoint import Checkpointer, abstract_with_shardings
     from lmx.train.loop import build_trainer
 

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from lmx.cli import main
-from lmx.config import OBJECTIVE_OF_ARCH, load_config
+from lmx.config import load_config
 from lmx.errors import ConfigError
 from lmx.nn import build_model
 from lmx.train.loop import build_trainer, to_global, train
@@ -30,8 +30,8 @@ SMALL = ["model.d_model=32", "model.n_layers=2", "model.n_heads=4", "model.n_kv_
 
 @pytest.mark.parametrize("name, extra", [
     ("encoder", []), ("t5", ["model.n_encoder_layers=2"]), ("prefix_lm", []), ("hybrid", []),
-    ("tiny", ["model.attention_kind=linear", "model.position=none"]),
-    ("tiny", ["data.document_mask=true", "model.position=alibi"]),
+    ("tiny", ["model.attention.kind=linear", "model.position.kind=none"]),
+    ("tiny", ["data.document_mask=true", "model.position.kind=alibi"]),
 ])
 def test_architecture_loss_falls_and_eval_agrees(name, extra, tmp_path, cache_dir, capsys):
     config = load_config(name, [*SMALL, f"data.cache_dir={cache_dir}", *extra])
@@ -48,7 +48,7 @@ def test_architecture_loss_falls_and_eval_agrees(name, extra, tmp_path, cache_di
 
 def test_encoder_decoder_learns_to_copy():
     config = dataclasses.replace(load_config("t5").model, d_model=64, n_layers=1, n_encoder_layers=1,
-                                 vocab_size=32, position="t5")
+                                 vocab_size=32, position__kind="t5")
     model = build_model(config, rngs=nnx.Rngs(0))
     graphdef, params = nnx.split(model)
     tx = optax.adam(3e-3)
@@ -111,17 +111,17 @@ def shared_data(cache_dir):
 )
 def test_catalog_matrix_compiles_and_takes_a_finite_step(shared_data, arch, position, pattern, ffn, norm,
                                                          placement, kind, layers):
-    overrides = [f"model.arch={arch}", f"model.position={position}", f"model.attention_pattern={pattern}",
-                 f"model.ffn={ffn}", f"model.norm={norm}", f"model.norm_position={placement}",
-                 f"model.attention_kind={kind}", f"model.layer_pattern={layers}", "model.window=4",
-                 "model.sparse_stride=4", "model.attention_impl=auto", "model.vocab_size=400",
+    overrides = [f"model.arch={arch}", f"model.position.kind={position}", f"model.attention.pattern={pattern}",
+                 f"model.ffn.activation={ffn}", f"model.norm.kind={norm}", f"model.norm.placement={placement}",
+                 f"model.attention.kind={kind}", f"model.layer_pattern={layers}", "model.attention.window=4",
+                 "model.attention.stride=4", "model.attention.kernel=auto", "model.vocab_size=400",
                  "data.special_tokens=[\"<|mask|>\"]", "data.num_sentinels=8", "data.batch_size=2"]
     try:
         config = load_config("tiny", overrides)
     except ConfigError:
         assume(False)  # an incompatible combination: its message is tested elsewhere
         return
-    data = dataclasses.replace(shared_data, config=config.data, objective_name=OBJECTIVE_OF_ARCH[arch])
+    data = dataclasses.replace(shared_data, config=config.data, objective_name=config.model.architecture.objective)
     trainer = build_trainer(config, data.tokenizer.token_bytes)
     state = trainer.init_state()
     batch = to_global(next(data.train_iterator(0)), trainer.batch_sharding)

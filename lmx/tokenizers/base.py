@@ -1,4 +1,4 @@
-"""The interface every tokenizer kind implements (see lmx.data.tokenizer for the registry)."""
+"""The interface every tokenizer kind implements (the kinds registry is lmx.tokenizers.registry)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from lmx import registry
 from lmx.errors import ConfigError, DataError
 
 EOS, PAD, BOS = "<|eos|>", "<|pad|>", "<|bos|>"
@@ -34,9 +35,14 @@ def special_token_list(extra: Sequence[str] = (), num_sentinels: int = 0) -> lis
     return tokens
 
 
+# data.normalization -> the Unicode normal form applied before tokenizing (None: text as it is)
+NORMALIZATIONS = registry.NORMALIZATIONS.register_all({"none": None, "nfc": "NFC", "nfkc": "NFKC"})
+
+
 def normalize_text(text: str, normalization: str) -> str:
     """Apply `data.normalization` (none, nfc, nfkc) in Python, as the tokenizers' normalizers do."""
-    return text if normalization == "none" else unicodedata.normalize(normalization.upper(), text)
+    form = NORMALIZATIONS[normalization]
+    return text if form is None else unicodedata.normalize(form, text)
 
 
 class Tokenizer(abc.ABC):
@@ -166,7 +172,7 @@ class Tokenizer(abc.ABC):
     @classmethod
     def load(cls, directory: str | Path) -> Tokenizer:
         """Read a tokenizer saved by `save` (JSON only); DataError if missing or not matching its fingerprint."""
-        from lmx.data.tokenizer import load_tokenizer
+        from lmx.tokenizers.registry import load_tokenizer
 
         return load_tokenizer(directory)
 

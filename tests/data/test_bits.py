@@ -9,10 +9,10 @@ import pytest
 from flax import nnx
 
 from lmx.config import Config, DataConfig, ModelConfig
-from lmx.data import train_tokenizer
 from lmx.data.windows import make_example
 from lmx.eval import evaluate, summarize_eval_sums
 from lmx.nn import Transformer
+from lmx.tokenizers import train_tokenizer
 from lmx.train.step import make_eval_step
 
 TEXT = "def naïve(x):\n    return x * 2  # café ✓ 漢字 🎉\n"

@@ -1,4 +1,4 @@
-"""`lmx generate --run DIR --prompt TEXT [options]`: sample, search or speculate from a checkpoint.
+"""`lmx generate --run DIR --prompt TEXT [options]`: sample, search or speculate from a checkpoint (lmx.decode).
 
 One prompt and one sample stream their text as it is produced; otherwise each completion is printed
 under a header (or, with --json, one JSON object per line).
@@ -17,7 +17,7 @@ SAMPLING_FLAGS = {  # flag dest -> SamplingConfig field (None by default: only w
 }
 
 
-def add_generate_parser(verbs) -> None:
+def add_parser(verbs) -> None:
     p = verbs.add_parser("generate", help="generate text from a run's checkpoint (KV-cached, streamed)",
                          description="Continue prompts with a trained model: sampling (temperature, top-k, "
                                      "top-p, min-p, penalties), greedy, beam search, best-of-N or "
@@ -46,7 +46,7 @@ def add_generate_parser(verbs) -> None:
     p.add_argument("--truncate-prompt", action="store_true", help="keep the end of a prompt longer than the context")
     p.add_argument("--json", action="store_true", help="one JSON object per completion")
     p.add_argument("--force-tokenizer", action="store_true", help="skip the tokenizer fingerprint check")
-    p.set_defaults(func=_cmd_generate)
+    p.set_defaults(func=run)
 
 
 def _prompts(args) -> list[str]:
@@ -73,7 +73,7 @@ def _options(args) -> dict:
     return options
 
 
-def _cmd_generate(args) -> int:
+def run(args) -> int:
     from lmx.api import load
     from lmx.decode import SamplingConfig, best_of_n, generate
     from lmx.decode.stopping import validate_stops

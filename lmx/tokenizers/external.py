@@ -23,9 +23,9 @@ from pathlib import Path
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers
 
-from lmx.data.hf_base import HFTokenizer, backend_from_str, byte_level_decoder
-from lmx.data.tokenizer_base import BOS, EOS, PAD, Tokenizer
 from lmx.errors import DataError
+from lmx.tokenizers.base import BOS, EOS, PAD, Tokenizer
+from lmx.tokenizers.hf_base import HFTokenizer, backend_from_str, byte_level_decoder
 
 FILE_PREFIX = "file:"
 EXTERNAL_KINDS = {".json": "hf_json", ".model": "sentencepiece", ".tiktoken": "tiktoken"}

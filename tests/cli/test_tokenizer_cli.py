@@ -5,7 +5,7 @@ import json
 import pytest
 
 from lmx.cli import main
-from lmx.data import Tokenizer
+from lmx.tokenizers import Tokenizer
 
 
 def _json_out(capsys):

@@ -13,9 +13,9 @@ from collections.abc import Iterable
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from lmx.data.hf_base import HFTokenizer, batched, check_min_vocab, normalizer_for
-from lmx.data.tokenizer_base import SPECIAL_TOKENS, check_special_ids, special_token_list
 from lmx.errors import DataError
+from lmx.tokenizers.base import SPECIAL_TOKENS, check_special_ids, special_token_list
+from lmx.tokenizers.hf_base import HFTokenizer, batched, check_min_vocab, normalizer_for
 
 MIN_VOCAB = len(SPECIAL_TOKENS) + 256
 

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Iterator, Sequence
 import tokenizers
 from tokenizers import normalizers, pre_tokenizers
 
-from lmx.data.tokenizer_base import Tokenizer
 from lmx.errors import DataError
+from lmx.tokenizers.base import Tokenizer
 
 BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 METASPACE = "\u2581"

@@ -2,10 +2,11 @@ import numpy as np
 import pytest
 
 from lmx.config import Config
-from lmx.data import PreparedData, Tokenizer, prepare_data
+from lmx.data import PreparedData, prepare_data
 from lmx.data import tokens as tokens_mod
-from lmx.data.bpe_tokenizer import ByteBPETokenizer
 from lmx.errors import ConfigError
+from lmx.tokenizers import Tokenizer
+from lmx.tokenizers.byte_bpe import ByteBPETokenizer
 
 
 def small_config(corpus, cache, **overrides):

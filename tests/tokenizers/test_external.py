@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from lmx.config import Config, DataConfig, ModelConfig
-from lmx.data import Tokenizer, get_tokenizer, load_corpus, train_tokenizer
-from lmx.data.external import load_external
+from lmx.data import load_corpus
 from lmx.errors import ConfigError, DataError
+from lmx.tokenizers import Tokenizer, get_tokenizer, train_tokenizer
+from lmx.tokenizers.external import load_external
 
 TEXT = [
     "def add(a, b):\n    return a + b\n" * 10,
@@ -96,7 +97,7 @@ def test_tiktoken_file_matches_tiktoken(tmp_path):
         assert tok.decode(ids) == text
         assert tok.token_bytes[np.asarray(ids, np.int64)].sum() == len(text.encode())
     tiktoken = pytest.importorskip("tiktoken", reason="tiktoken is not installed (comparison only)")
-    from lmx.data.external import GPT2_PATTERN
+    from lmx.tokenizers.external import GPT2_PATTERN
 
     reference = tiktoken.Encoding("tiny", pat_str=GPT2_PATTERN,
                                   mergeable_ranks=ranks, special_tokens={})

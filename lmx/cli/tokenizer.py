@@ -1,4 +1,4 @@
-"""`lmx tokenizer train` and `lmx tokenizer inspect` (see docs/tokenizers.md)."""
+"""`lmx tokenizer train` and `lmx tokenizer inspect` (lmx.tokenizers; see docs/tokenizers.md)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from lmx.errors import ConfigError
 DEFAULT_SAMPLE_BYTES = 200_000
 
 
-def add_tokenizer_parser(subparsers) -> None:
+def add_parser(subparsers) -> None:
     """Register the `tokenizer` verb with sub-verbs `train` and `inspect` on the `lmx` subparsers."""
-    from lmx.config import NORMALIZATIONS, TOKENIZERS, DataConfig
+    from lmx.config import DataConfig
+    from lmx.registry import NORMALIZATIONS, TOKENIZERS
 
     parser = subparsers.add_parser("tokenizer", help="train or inspect a tokenizer",
                                    description="Train a tokenizer into a directory, or inspect one.")
@@ -23,7 +24,7 @@ def add_tokenizer_parser(subparsers) -> None:
                              description="Train a tokenizer on FILES (default: the embedded stdlib corpus's "
                                          "train split) and write tokenizer.json or bytes.json, kind.txt and "
                                          "fingerprint.txt into --out.")
-    train.add_argument("--kind", required=True, choices=TOKENIZERS, help="tokenizer kind")
+    train.add_argument("--kind", required=True, choices=TOKENIZERS.names(), help="tokenizer kind")
     train.add_argument("--vocab-size", type=int, required=True, help="total ids, special tokens included")
     train.add_argument("--out", required=True, help="output directory")
     train.add_argument("files", nargs="*", metavar="FILES",
@@ -34,7 +35,7 @@ def add_tokenizer_parser(subparsers) -> None:
                        help="an extra special token after <|eos|> <|pad|> <|bos|>, e.g. '<|mask|>' (repeatable)")
     train.add_argument("--num-sentinels", type=int, default=0,
                        help="span-corruption sentinels <|sentinel_0|>... (default: 0)")
-    train.add_argument("--normalization", choices=NORMALIZATIONS, default="none",
+    train.add_argument("--normalization", choices=NORMALIZATIONS.names(), default="none",
                        help="unicode normalisation applied before tokenizing (default: none)")
     train.add_argument("--json", action="store_true", help="print one JSON object")
     train.set_defaults(func=_cmd_train)
@@ -52,19 +53,8 @@ def add_tokenizer_parser(subparsers) -> None:
     inspect.set_defaults(func=_cmd_inspect)
 
 
-def _training_texts(files: list[str], max_bytes: int):
-    from lmx.data import load_corpus, split_corpus
-    from lmx.data.tokenizer import take_bytes
-
-    if files:
-        docs = (doc.text for spec in files for doc in load_corpus(spec).documents)
-    else:
-        docs = (doc.text for doc in split_corpus(load_corpus("stdlib"), 0.02).train)
-    return take_bytes(docs, max_bytes)
-
-
 def _cmd_train(args) -> int:
-    from lmx.data import train_tokenizer
+    from lmx.tokenizers import train_tokenizer, training_texts
 
     if args.max_bytes < 0:
         raise ConfigError(f"--max-bytes: must be >= 0, got {args.max_bytes}")
@@ -78,7 +68,7 @@ def _cmd_train(args) -> int:
             counted["docs"] += 1
             yield text
 
-    texts = counting(_training_texts(args.files, args.max_bytes))
+    texts = counting(training_texts(args.files, args.max_bytes))
     tok = train_tokenizer(args.kind, texts, args.vocab_size, 0, special_tokens=args.special_tokens,
                           num_sentinels=args.num_sentinels, normalization=args.normalization)
     out = tok.save(Path(args.out))
@@ -101,48 +91,12 @@ def _cmd_train(args) -> int:
     return 0
 
 
-def load_any(spec: str):
-    """A tokenizer directory (lmx format) or an external tokenizer file."""
-    from lmx.data.external import load_external
-    from lmx.data.tokenizer import load_tokenizer
-
-    return load_tokenizer(spec) if Path(spec).is_dir() else load_external(spec)
-
-
-def text_stats(tok, text: str) -> dict:
-    """Tokens, bytes, characters and whitespace-separated words of `text`, and their ratios."""
-    import numpy as np
-
-    ids = tok.encode(text)
-    n_bytes, n_chars, n_words = len(text.encode("utf-8")), len(text), len(text.split())
-    arr = np.asarray(ids, np.int64)
-    return {
-        "tokens": len(ids),
-        "bytes": n_bytes,
-        "chars": n_chars,
-        "words": n_words,
-        "tokens_per_byte": len(ids) / n_bytes if n_bytes else float("nan"),
-        "tokens_per_char": len(ids) / n_chars if n_chars else float("nan"),
-        "tokens_per_word": len(ids) / n_words if n_words else float("nan"),
-        "bytes_accounted": int(tok.token_bytes[arr].sum()) if ids else 0,
-        "chars_accounted": int(tok.token_chars[arr].sum()) if ids else 0,
-        "round_trip": tok.decode(ids) == text,
-        "ids": ids,
-    }
-
-
-def _sample_text(sample_bytes: int) -> str:
-    from lmx.data import load_corpus, split_corpus
-    from lmx.data.tokenizer import take_bytes
-
-    valid = split_corpus(load_corpus("stdlib"), 0.02).valid
-    return "".join(take_bytes((d.text for d in valid), sample_bytes))
-
-
 def _cmd_inspect(args) -> int:
+    from lmx.tokenizers import load_any, stdlib_sample, text_stats
+
     tok = load_any(args.tokenizer)
     source = "--text" if args.text is not None else f"stdlib validation sample ({args.sample_bytes:,} bytes)"
-    text = args.text if args.text is not None else _sample_text(args.sample_bytes)
+    text = args.text if args.text is not None else stdlib_sample(args.sample_bytes)
     stats = text_stats(tok, text)
     ids = stats.pop("ids")
     info = {

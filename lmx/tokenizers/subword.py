@@ -25,7 +25,9 @@ from collections.abc import Iterable
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from lmx.data.hf_base import (
+from lmx.errors import DataError
+from lmx.tokenizers.base import SPECIAL_TOKENS, UNK, check_special_ids, normalize_text, special_token_list
+from lmx.tokenizers.hf_base import (
     BYTE_PIECE,
     HFTokenizer,
     backend_from_str,
@@ -35,8 +37,6 @@ from lmx.data.hf_base import (
     normalizer_for,
     word_splitter,
 )
-from lmx.data.tokenizer_base import SPECIAL_TOKENS, UNK, check_special_ids, normalize_text, special_token_list
-from lmx.errors import DataError
 
 WORDPIECE_PREFIX = "\uff03\uff03"  # "＃＃"
 MAX_WORD_SYMBOLS = 100

@@ -1,10 +1,11 @@
 import numpy as np
 import pytest
 
-from lmx.data import load_corpus, split_corpus, train_tokenizer
+from lmx.data import load_corpus, split_corpus
 from lmx.data import tokens as tokens_mod
 from lmx.data.corpus import Document
 from lmx.data.tokens import get_token_arrays, token_dtype, tokenize_documents
+from lmx.tokenizers import train_tokenizer
 
 
 @pytest.fixture(scope="module")

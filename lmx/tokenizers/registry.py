@@ -2,7 +2,7 @@
 
 `get_tokenizer` trains a tokenizer once per (corpus split, kind, vocab_size, tokenizer_train_bytes,
 special tokens, normalisation) and stores it under `<cache>/tokenizers/<key>/`; later calls load it
-from there. `data.tokenizer = "file:PATH"` loads an existing tokenizer file instead (lmx.data.external).
+from there. `data.tokenizer = "file:PATH"` loads an existing tokenizer file instead (lmx.tokenizers.external).
 """
 
 from __future__ import annotations
@@ -12,12 +12,16 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from lmx.config import NORMALIZATIONS, TOKENIZERS, DataConfig
-from lmx.data.bpe_tokenizer import ByteBPETokenizer
-from lmx.data.byte_tokenizer import BytesTokenizer
+from lmx import registry
+from lmx.config import DataConfig
 from lmx.data.cache import atomic_directory, cache_key, cache_root
-from lmx.data.corpus import Corpus, Document
-from lmx.data.external import (
+from lmx.data.corpus import Corpus, Document, load_corpus
+from lmx.data.split import CorpusSplit, split_corpus
+from lmx.errors import ConfigError, DataError
+from lmx.tokenizers.base import FINGERPRINT_FILE, KIND_FILE, Tokenizer
+from lmx.tokenizers.byte_bpe import ByteBPETokenizer
+from lmx.tokenizers.bytes import BytesTokenizer
+from lmx.tokenizers.external import (
     FILE_PREFIX,
     ExternalHFTokenizer,
     SentencePieceTokenizer,
@@ -25,20 +29,16 @@ from lmx.data.external import (
     external_kind,
     load_external,
 )
-from lmx.data.split import CorpusSplit, split_corpus
-from lmx.data.subword_tokenizers import BPETokenizer, UnigramTokenizer, WordPieceTokenizer
-from lmx.data.tokenizer_base import FINGERPRINT_FILE, KIND_FILE, Tokenizer
-from lmx.errors import ConfigError, DataError
+from lmx.tokenizers.subword import BPETokenizer, UnigramTokenizer, WordPieceTokenizer
 
 # Kinds lmx trains (data.tokenizer values).
-TOKENIZER_KINDS: dict[str, type[Tokenizer]] = {
+TOKENIZER_KINDS = registry.TOKENIZERS.register_all({
     "byte_bpe": ByteBPETokenizer,
     "bytes": BytesTokenizer,
     "bpe": BPETokenizer,
     "wordpiece": WordPieceTokenizer,
     "unigram": UnigramTokenizer,
-}
-assert set(TOKENIZER_KINDS) == set(TOKENIZERS), "lmx.config.TOKENIZERS and the tokenizer registry disagree"
+})
 # Kinds read from existing files (data.tokenizer = "file:PATH").
 EXTERNAL_TOKENIZERS: dict[str, type[Tokenizer]] = {
     "hf_json": ExternalHFTokenizer,
@@ -67,10 +67,7 @@ def train_tokenizer(
         raise ConfigError(
             f"data.tokenizer: unknown value {kind!r}; choose one of {', '.join(TOKENIZER_KINDS)} or file:PATH"
         )
-    if normalization not in NORMALIZATIONS:
-        raise ConfigError(
-            f"data.normalization: unknown value {normalization!r}; choose one of {', '.join(NORMALIZATIONS)}"
-        )
+    registry.NORMALIZATIONS.check(normalization, "data.normalization")
     options = {"special_tokens": tuple(special_tokens), "num_sentinels": num_sentinels,
                "normalization": normalization}
     if kind == "bytes":
@@ -131,6 +128,22 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
             f"data.tokenizer: {str(path)!r} does not match its {FINGERPRINT_FILE} (corrupt cache? delete it)"
         )
     return tok
+
+
+def load_any(spec: str) -> Tokenizer:
+    """A tokenizer directory (lmx format) or an external tokenizer file (.json, .model, .tiktoken)."""
+    return load_tokenizer(spec) if Path(spec).is_dir() else load_external(spec)
+
+
+def training_texts(files: Iterable[str], max_bytes: int) -> Iterator[str]:
+    """The texts of the corpus specs `files` (files, directories or globs), or of the embedded stdlib
+    corpus's train split when there are none, until `max_bytes` UTF-8 bytes (0: all)."""
+    files = list(files)
+    if files:
+        docs = (doc.text for spec in files for doc in load_corpus(spec).documents)
+    else:
+        docs = (doc.text for doc in split_corpus(load_corpus("stdlib"), 0.02).train)
+    return take_bytes(docs, max_bytes)
 
 
 def tokenizer_kind(setting: str) -> str:

@@ -6,7 +6,6 @@ import grain
 import numpy as np
 import pytest
 
-from lmx.data.byte_tokenizer import BytesTokenizer
 from lmx.data.objectives import (
     OBJECTIVE_KEYS,
     OBJECTIVES,
@@ -21,6 +20,7 @@ from lmx.data.objectives import (
 )
 from lmx.data.windows import EXAMPLE_KEYS, PackedWindows, make_example
 from lmx.errors import ConfigError
+from lmx.tokenizers.bytes import BytesTokenizer
 
 EOS, PAD, BOS, MASK = 0, 1, 2, 3
 SPECIALS = (EOS, PAD, BOS, MASK)

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from lmx.data.tokenizer_base import BOS, EOS, PAD, Tokenizer, normalize_text, special_token_list
 from lmx.errors import DataError
+from lmx.tokenizers.base import BOS, EOS, PAD, Tokenizer, normalize_text, special_token_list
 
 _SPECIALS = {EOS: 256, PAD: 257, BOS: 258}
 _DEFINITION = {"kind": "bytes", "version": 1, "byte_ids": [0, 256], "special_tokens": _SPECIALS}

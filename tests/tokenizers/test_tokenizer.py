@@ -4,9 +4,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lmx.config import DataConfig
-from lmx.data import Tokenizer, get_tokenizer, load_corpus, train_tokenizer
-from lmx.data.bpe_tokenizer import ByteBPETokenizer
+from lmx.data import load_corpus
 from lmx.errors import DataError
+from lmx.tokenizers import Tokenizer, get_tokenizer, train_tokenizer
+from lmx.tokenizers.byte_bpe import ByteBPETokenizer
 
 TRAIN_TEXT = [
     "def add(a, b):\n    return a + b\n" * 20,

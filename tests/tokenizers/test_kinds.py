@@ -11,10 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lmx.config import DataConfig
-from lmx.data import Tokenizer, get_tokenizer, load_corpus, train_tokenizer
-from lmx.data.bpe_tokenizer import ByteBPETokenizer
-from lmx.data.subword_tokenizers import WORDPIECE_PREFIX
+from lmx.data import load_corpus
 from lmx.errors import ConfigError, DataError
+from lmx.tokenizers import Tokenizer, get_tokenizer, train_tokenizer
+from lmx.tokenizers.byte_bpe import ByteBPETokenizer
+from lmx.tokenizers.subword import WORDPIECE_PREFIX
 
 TRAIN_TEXT = [
     "def add(a, b):\n    return a + b\n" * 20,

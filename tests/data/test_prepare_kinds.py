@@ -3,8 +3,9 @@
 import pytest
 
 from lmx.config import Config
-from lmx.data import Tokenizer, prepare_data, train_tokenizer
+from lmx.data import prepare_data
 from lmx.errors import ConfigError
+from lmx.tokenizers import Tokenizer, train_tokenizer
 
 
 def small_config(corpus, cache, **overrides):

@@ -1,0 +1,42 @@
+"""The `lmx` command: the argument parser, dispatch to the verb modules, and error handling.
+
+Errors (LmxError) print one line on stderr and exit with 2; Ctrl-C exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from lmx.cli import eval as eval_verb
+from lmx.cli import generate, info, tokenizer, train
+from lmx.errors import LmxError
+
+EXIT_USAGE = 2
+VERBS = (train, eval_verb, info, generate, tokenizer)  # each adds its parser and sets args.func
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lmx", description="Language-model scaling experiments in JAX/Flax.")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
+    verbs.required = True
+    for verb in VERBS:
+        verb.add_parser(verbs)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.verb in ("train", "eval"):  # multi-process runs: start jax.distributed before any device use
+            from lmx.parallel.distributed import initialize_from_env
+
+            initialize_from_env()
+        return args.func(args)
+    except LmxError as exc:
+        message = " ".join(str(exc).split())
+        print(f"lmx {args.verb}: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"lmx {args.verb}: interrupted", file=sys.stderr)
+        return 130

@@ -14,9 +14,10 @@ from lmx.data.cache import cache_root
 from lmx.data.corpus import load_corpus
 from lmx.data.pipeline import make_train_iterator, valid_batches
 from lmx.data.split import split_corpus
+from lmx.data.tokenizer_corpus import get_tokenizer
 from lmx.data.tokens import get_token_arrays
 from lmx.errors import ConfigError
-from lmx.tokenizers import Tokenizer, get_tokenizer, tokenizer_kind
+from lmx.tokenizers import Tokenizer, tokenizer_kind
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,6 @@
 # Two commands do all the set-up:  make run  (train the embedded default)  and  make test.
+# make test checks the dependency order of the package (lint-imports, pyproject.toml [tool.importlinter])
+# before it runs the tests.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -19,6 +21,7 @@ run: $(VENV)/.installed
 	$(VENV)/bin/lmx train
 
 test: $(VENV)/.dev-installed
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -n 2
 
 test-fast: $(VENV)/.dev-installed
@@ -32,6 +35,7 @@ docs: $(VENV)/.installed
 
 lint: $(VENV)/.dev-installed
 	$(VENV)/bin/ruff check lmx tests benchmarks configs
+	$(VENV)/bin/lint-imports
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache .import_linter_cache .grimp_cache

@@ -43,7 +43,7 @@ def bytes_per_device(tree) -> dict:
 def measure(config, mesh) -> dict:
     trainer = build_trainer(config, np.ones(config.model.vocab_size, np.int32), mesh=mesh)
     state = trainer.init_state()
-    params, opt = bytes_per_device(state["params"]), bytes_per_device(state["opt_state"])
+    params, opt = bytes_per_device(state.params), bytes_per_device(state.opt_state)
     total = {d: params.get(d, 0) + opt.get(d, 0) for d in set(params) | set(opt)}
     return {"devices": len(total), "params_max": max(params.values()), "opt_state_max": max(opt.values()),
             "total_max": max(total.values()), "total_min": min(total.values())}

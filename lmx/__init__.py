@@ -6,18 +6,20 @@
     texts = lmx.generate(run, ["def fib(n):"], max_new_tokens=64, temperature=0.8, top_p=0.95)
 """
 
-__version__ = "0.1.0"
-
 # The packages that fill the registries (lmx.registry) load first, so every config can be validated.
-from lmx import data, nn, tokenizers  # noqa: E402, F401
-from lmx.config import Config, load_config  # noqa: E402
-from lmx.errors import CheckpointError, ConfigError, DataError, LmxError, NonFiniteError  # noqa: E402
-from lmx.parallel import rules as _rules  # noqa: E402, F401
-from lmx.train import optimizer as _optimizer  # noqa: E402, F401
+from lmx import data, nn, tokenizers  # noqa: F401
+from lmx.config import Config, load_config
+from lmx.decode import generate as _generate
+from lmx.errors import CheckpointError, ConfigError, DataError, LmxError, NonFiniteError
+from lmx.parallel import rules as _rules  # noqa: F401
+from lmx.train import optimizer as _optimizer  # noqa: F401
+from lmx.version import __version__  # noqa: F401
 
 
 def load(run_dir, step=None):
     """Restore a run: returns an object with `.config`, `.model` (NNX module) and `.tokenizer`."""
+    # lmx.api loads the training stack, and with it grain (lmx.data.prepare): imported on first use so
+    # that `import lmx` (and so lmx.tokenizers, lmx.decode) works where grain is not installed
     from lmx.api import load as _load
 
     return _load(run_dir, step)
@@ -26,8 +28,6 @@ def load(run_dir, step=None):
 def generate(run, prompts, **options):
     """Generate from a loaded run (`lmx.load`): a list of `lmx.decode.Completion` (options as in
     `lmx.decode.generate`: max_new_tokens, temperature, top_k, top_p, min_p, penalties, stop, beams, ...)."""
-    from lmx.decode import generate as _generate
-
     return _generate(run.model, run.tokenizer, prompts, **options)
 
 

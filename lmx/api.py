@@ -6,12 +6,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import jax
 from flax import nnx
 
 from lmx.config import Config
-from lmx.errors import CheckpointError
+from lmx.data import prepare_data
+from lmx.errors import CheckpointError, ConfigError
+from lmx.eval import evaluate
+from lmx.nn import flops_per_token, param_count
+from lmx.parallel.mesh import resolve_mesh_shape
+from lmx.parallel.report import attention_kernel
 from lmx.tokenizers import Tokenizer
 from lmx.train.checkpoint import Checkpointer, abstract_with_shardings
+from lmx.train.loop import build_trainer, check_tokenizer_fingerprint, to_global
 from lmx.train.run_dir import read_run_config
 
 
@@ -28,11 +35,6 @@ class LoadedRun:
 def config_for_these_devices(config: Config) -> Config:
     """The run's config, with its mesh replaced by data parallelism over the available devices when
     the saved `mesh.shape` does not fit them (checkpoints restore into any mesh)."""
-    import jax
-
-    from lmx.errors import ConfigError
-    from lmx.parallel.mesh import resolve_mesh_shape
-
     try:
         resolve_mesh_shape(config.mesh.shape, jax.device_count())
         return config
@@ -47,8 +49,6 @@ def load(run_dir, step: int | None = None, force_tokenizer: bool = False) -> Loa
     The parameters are restored into the run's mesh, or into data parallelism over this machine's
     devices when the run's `mesh.shape` does not fit them.
     """
-    from lmx.train.loop import build_trainer, check_tokenizer_fingerprint
-
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
     tokenizer = Tokenizer.load(run_dir / "tokenizer")
@@ -76,12 +76,6 @@ def evaluate_run(run: LoadedRun, batches: int | None = None) -> dict:
     """Validation loss, perplexity, bits per byte and bits per character of a loaded run (`load`) on
     `batches` batches (default: train.eval_batches) of its config's validation split, on this
     machine's devices (`config_for_these_devices`): the dict of `lmx.eval.evaluate`."""
-    import jax
-
-    from lmx.data import prepare_data
-    from lmx.eval import evaluate
-    from lmx.train.loop import build_trainer, to_global
-
     config = config_for_these_devices(run.config)
     data = prepare_data(config, tokenizer=run.tokenizer)
     trainer = build_trainer(config, run.tokenizer.token_bytes, token_chars=run.tokenizer.token_chars)
@@ -95,9 +89,6 @@ def evaluate_run(run: LoadedRun, batches: int | None = None) -> dict:
 def config_info(config: Config) -> dict:
     """Parameter counts, FLOPs per token and derived sizes of `config`, and the attention kernel its
     model.attention_impl runs on this machine (what `lmx info` prints)."""
-    from lmx.nn import flops_per_token, param_count
-    from lmx.parallel.report import attention_kernel
-
     model = config.model
     flops = flops_per_token(model, config.data.seq_len)
     info = {

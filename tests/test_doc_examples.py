@@ -14,7 +14,8 @@ Conventions for the blocks:
 - A block that is not a program (a signature listing, a formula) is marked with an HTML comment on
   the line right before its fence, `<!-- not-run: REASON -->`; this test skips it and reports the
   reason. Keep those few. `<!-- slow: REASON -->` runs the block under @pytest.mark.slow (`make test`
-  runs it, `make test-fast` does not): only for a block that trains (docs/training.md).
+  runs it, `make test-fast` does not): only for a block that trains and whose API another block
+  covers (docs/training.md's plain `train` example; its hooks example trains the same way and runs).
 
 Tracebacks point into the Markdown file: each block is compiled with the file's path as its filename
 and its code at the lines it has there.

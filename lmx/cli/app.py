@@ -11,6 +11,7 @@ import sys
 from lmx.cli import eval as eval_verb
 from lmx.cli import generate, info, tokenizer, train
 from lmx.errors import LmxError
+from lmx.parallel.distributed import initialize_from_env
 
 EXIT_USAGE = 2
 VERBS = (train, eval_verb, info, generate, tokenizer)  # each adds its parser and sets args.func
@@ -29,8 +30,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.verb in ("train", "eval"):  # multi-process runs: start jax.distributed before any device use
-            from lmx.parallel.distributed import initialize_from_env
-
             initialize_from_env()
         return args.func(args)
     except LmxError as exc:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from lmx.api import evaluate_run, load
+
 
 def add_parser(verbs) -> None:
     evaluate = verbs.add_parser("eval", help="evaluate a run's checkpoint on held-out data",
@@ -18,8 +20,6 @@ def add_parser(verbs) -> None:
 
 
 def run(args) -> int:
-    from lmx.api import evaluate_run, load
-
     loaded = load(args.run, step=args.step, force_tokenizer=args.force_tokenizer)
     result = evaluate_run(loaded, batches=args.batches)
     result = {"run": str(args.run), "step": loaded.step, **result}

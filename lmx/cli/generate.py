@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 import sys
 
+from lmx.api import load
+from lmx.decode import SamplingConfig, best_of_n, generate
+from lmx.decode.stopping import validate_stops
 from lmx.errors import ConfigError
 
 SAMPLING_FLAGS = {  # flag dest -> SamplingConfig field (None by default: only what the user sets is passed)
@@ -74,10 +77,6 @@ def _options(args) -> dict:
 
 
 def run(args) -> int:
-    from lmx.api import load
-    from lmx.decode import SamplingConfig, best_of_n, generate
-    from lmx.decode.stopping import validate_stops
-
     prompts = _prompts(args)
     if args.best_of is not None and (args.best_of < 1 or args.beams != 1 or args.num_samples != 1):
         raise ConfigError("--best-of N needs N >= 1 and no --beams or --num-samples")

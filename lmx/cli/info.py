@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import json
 
+from lmx.api import config_info
 from lmx.cli.options import add_config_args
+from lmx.config import load_config
+from lmx.parallel.report import format_report
+from lmx.train.state import sharding_report
 
 
 def add_parser(verbs) -> None:
@@ -22,18 +26,11 @@ def add_parser(verbs) -> None:
 
 
 def run(args) -> int:
-    from lmx.config import load_config
-
     config = load_config(args.config, args.overrides)
     if args.sharding:
-        from lmx.parallel.report import format_report
-        from lmx.train.state import sharding_report
-
         report = sharding_report(config, n_devices=args.devices)
         print(json.dumps(report) if args.json else format_report(report))
         return 0
-    from lmx.api import config_info
-
     info = config_info(config)
     if args.json:
         print(json.dumps(info))

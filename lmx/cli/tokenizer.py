@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from lmx.config import DataConfig
+from lmx.data import stdlib_sample, training_texts
 from lmx.errors import ConfigError
+from lmx.registry import NORMALIZATIONS, TOKENIZERS
+from lmx.tokenizers import load_any, text_stats, train_tokenizer
 
 DEFAULT_SAMPLE_BYTES = 200_000
 
 
 def add_parser(subparsers) -> None:
     """Register the `tokenizer` verb with sub-verbs `train` and `inspect` on the `lmx` subparsers."""
-    from lmx.config import DataConfig
-    from lmx.registry import NORMALIZATIONS, TOKENIZERS
-
     parser = subparsers.add_parser("tokenizer", help="train or inspect a tokenizer",
                                    description="Train a tokenizer into a directory, or inspect one.")
     verbs = parser.add_subparsers(dest="tokenizer_verb", metavar="{train,inspect}")
@@ -54,8 +55,6 @@ def add_parser(subparsers) -> None:
 
 
 def _cmd_train(args) -> int:
-    from lmx.tokenizers import train_tokenizer, training_texts
-
     if args.max_bytes < 0:
         raise ConfigError(f"--max-bytes: must be >= 0, got {args.max_bytes}")
     if args.num_sentinels < 0:
@@ -92,8 +91,6 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_inspect(args) -> int:
-    from lmx.tokenizers import load_any, stdlib_sample, text_stats
-
     tok = load_any(args.tokenizer)
     source = "--text" if args.text is not None else f"stdlib validation sample ({args.sample_bytes:,} bytes)"
     text = args.text if args.text is not None else stdlib_sample(args.sample_bytes)

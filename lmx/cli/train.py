@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.console import Console
+from rich.table import Table
+
 from lmx.cli.options import add_config_args
+from lmx.config import load_config
 from lmx.errors import LmxError
+from lmx.train.loop import train
+from lmx.train.run_dir import read_run_config
 
 
 def add_parser(verbs) -> None:
@@ -24,10 +30,6 @@ def add_parser(verbs) -> None:
 
 
 def run(args) -> int:
-    from lmx.config import load_config
-    from lmx.train.loop import train
-    from lmx.train.run_dir import read_run_config
-
     if args.resume and args.config is None:
         if not args.run_dir:
             raise LmxError("--resume: name the run to continue with --run-dir DIR")
@@ -41,9 +43,6 @@ def run(args) -> int:
 
 
 def print_summary(summary: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     console = Console()
     title = "lmx train: summary" if summary["status"] == "completed" else f"lmx train: {summary['status']}"
     table = Table(title=title, show_header=False)

@@ -20,6 +20,7 @@ import sysconfig
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from lmx.data.hf import read_hf
 from lmx.errors import DataError
 
 EXCLUDED_STDLIB_DIRS = ("site-packages", "dist-packages")
@@ -94,9 +95,7 @@ def _read_spec(spec: str) -> Iterator[Document]:
     if spec == "stdlib":
         return _read_stdlib()
     if spec.startswith("hf:"):
-        from lmx.data.hf import read_hf  # optional backend, imported only when asked for
-
-        return read_hf(spec)
+        return (Document(path, text) for path, text in read_hf(spec))
     if glob.has_magic(spec):
         return _read_glob(spec)
     path = Path(spec).expanduser()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from lmx.data.corpus import Document
 from lmx.errors import DataError
 
 
@@ -20,11 +19,12 @@ def parse_hf_spec(spec: str) -> tuple[str, str]:
     return name, split or "train"
 
 
-def read_hf(spec: str) -> Iterator[Document]:
-    """Yield the documents of a Hugging Face dataset split; DataError if `datasets` or the data is unavailable."""
+def read_hf(spec: str) -> Iterator[tuple[str, str]]:
+    """Yield (name, text) for the rows of a Hugging Face dataset split (lmx.data.corpus makes them
+    Documents); DataError if `datasets` or the data is unavailable."""
     name, split = parse_hf_spec(spec)
     try:
-        import datasets
+        import datasets  # optional dependency (lmx[hf]), imported only for hf: corpora
     except ImportError:
         raise DataError(
             "data.corpus: hf: corpora need the optional `datasets` package (pip install lmx[hf]) "
@@ -36,7 +36,7 @@ def read_hf(spec: str) -> Iterator[Document]:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"data.corpus: cannot load {spec!r} with `datasets` (offline?): {reason}") from None
     column = _text_column(dataset, spec)
-    return (Document(f"{split}/{i:09d}", row[column] or "") for i, row in enumerate(dataset))
+    return ((f"{split}/{i:09d}", row[column] or "") for i, row in enumerate(dataset))
 
 
 def _text_column(dataset, spec: str) -> str:

@@ -16,6 +16,7 @@ import grain
 import numpy as np
 
 from lmx.config import DataConfig
+from lmx.data.objectives import example_rng
 from lmx.data.windows import EXAMPLE_KEYS, PackedWindows
 from lmx.errors import ConfigError
 
@@ -93,8 +94,6 @@ def valid_batches(
         rows = [b * global_batch + process_index * local + k for k in range(local)]
         examples = [source[r] if r < len(source) else source.padding_example() for r in rows]
         if objective is not None:
-            from lmx.data.objectives import example_rng
-
             examples = [objective(ex, example_rng(0, r)) for ex, r in zip(examples, rows)]
         keys = EXAMPLE_KEYS if objective is None else list(examples[0])
         batches.append({key: np.stack([ex[key] for ex in examples]) for key in keys})

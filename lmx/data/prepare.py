@@ -12,11 +12,13 @@ import numpy as np
 from lmx.config import Config, DataConfig
 from lmx.data.cache import cache_root
 from lmx.data.corpus import load_corpus
+from lmx.data.objectives import make_objective
 from lmx.data.pipeline import make_train_iterator, valid_batches
 from lmx.data.split import split_corpus
+from lmx.data.tokenizer_corpus import get_tokenizer
 from lmx.data.tokens import get_token_arrays
 from lmx.errors import ConfigError
-from lmx.tokenizers import Tokenizer, get_tokenizer, tokenizer_kind
+from lmx.tokenizers import Tokenizer, tokenizer_kind
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,8 +37,6 @@ class PreparedData:
         """The per-example objective for this run's architecture (None for the causal LM)."""
         if self.objective_name == "causal_lm":
             return None
-        from lmx.data.objectives import make_objective
-
         options = {
             "mlm": {"mask_rate": self.config.mlm_rate},
             "prefix_lm": {"prefix_fraction": self.config.prefix_fraction or None},

@@ -76,7 +76,7 @@ def check_llama_compatible(config: ModelConfig) -> None:
 
 def to_hf_llama_config(config: ModelConfig, **hf_kwargs: Any):
     """The `transformers.LlamaConfig` of a Llama-shaped lmx config; `hf_kwargs` are added (token ids...)."""
-    from transformers import LlamaConfig
+    from transformers import LlamaConfig  # optional dependency, heavy: `import lmx.interop` works without it
 
     check_llama_compatible(config)
     kwargs = dict(
@@ -168,7 +168,7 @@ def _param_arrays(model) -> dict[tuple[str, ...], np.ndarray]:
 def to_hf_state_dict(model) -> dict:
     """HF LlamaForCausalLM state dict (float32 torch tensors) of a Llama-shaped lmx Transformer.
     Tied models have no `lm_head.weight` entry (HF ties it to `model.embed_tokens.weight`)."""
-    import torch
+    import torch  # optional dependency, heavy: imported only to build torch tensors
 
     config: ModelConfig = model.config
     check_llama_compatible(config)
@@ -184,7 +184,7 @@ def to_hf_state_dict(model) -> dict:
 
 def to_hf_llama(model, **hf_kwargs: Any):
     """A float32 `transformers.LlamaForCausalLM` in eval mode with `model`'s weights."""
-    import torch
+    import torch  # optional dependencies, heavy: imported only to build the HF model
     from transformers import LlamaForCausalLM
 
     hf_config = to_hf_llama_config(model.config, **hf_kwargs)

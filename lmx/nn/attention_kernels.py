@@ -114,6 +114,7 @@ def _dot_product(implementation: str):
 
 @functools.lru_cache(maxsize=32)
 def _splash_kernel(mask_kind: str, window: int, n_heads: int, q_len: int, k_len: int, interpret: bool):
+    # TPU-only Pallas kernel (~0.4 s to import): loaded only when a splash kernel is built
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as splash
     from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as masks
 

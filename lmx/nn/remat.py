@@ -18,6 +18,7 @@ from collections.abc import Callable
 import jax
 
 from lmx import registry
+from lmx.errors import ConfigError
 
 Wrap = Callable[[Callable, bool], Callable]
 
@@ -37,8 +38,6 @@ def _save_dots(fn: Callable, prevent_cse: bool = True) -> Callable:
 
 
 def _offload(fn: Callable, prevent_cse: bool = True) -> Callable:
-    from lmx.errors import ConfigError
-
     kinds = sorted({m.kind for m in jax.devices()[0].addressable_memories()})
     if "pinned_host" not in kinds:
         raise ConfigError(

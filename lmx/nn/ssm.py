@@ -170,11 +170,12 @@ class SelectiveSSM(nnx.Module):
         return_cache: bool = False,
         valid_BxL: jax.Array | None = None,
     ):
-        """y [B, L, D]; with a `cache` (or `return_cache`), (y, SSMCache after the last token).
+        """y [B, L, D]; with a stack's LayerCache (or `return_cache`), (y, SSMCache after the last token).
 
         `inputs`: a LayerInputs (what a stack passes: segment ids and valid tokens are read from
-        it), or segment ids [B, L], or None. `cache` continues from an earlier state: an SSMCache,
-        or a stack's LayerCache (a fresh plan starts from zeros); it cannot be combined with segment
+        it), or segment ids [B, L], or None. `cache` continues from an earlier state: an SSMCache
+        (the output alone is returned unless `return_cache`), or a stack's LayerCache (a fresh plan
+        starts from zeros; the call returns its new state, as every mixer does); it cannot be combined with segment
         ids. `valid_BxL` marks real tokens of right-padded rows (a prefix of each row): padding
         leaves the state unchanged (Delta = 0), so the returned cache is the state after each row's
         last real token. One new token with a state runs the recurrence directly (O(1) per token)."""
@@ -186,9 +187,10 @@ class SelectiveSSM(nnx.Module):
             state = self.init_cache(x_BxLxD.shape[0])
         if state is not None and x_BxLxD.shape[1] == 1 and segment_ids_BxL is None:
             y_BxD, state = self._recurrent_step(x_BxLxD[:, 0], state)
-            return y_BxD[:, None], state
-        y_BxLxD, state = self._parallel(x_BxLxD, segment_ids_BxL, state, valid_BxL)
-        return (y_BxLxD, state) if cache is not None or return_cache else y_BxLxD
+            y_BxLxD = y_BxD[:, None]
+        else:
+            y_BxLxD, state = self._parallel(x_BxLxD, segment_ids_BxL, state, valid_BxL)
+        return (y_BxLxD, state) if isinstance(cache, LayerCache) or return_cache else y_BxLxD
 
     def step(self, x_BxD: jax.Array, cache: SSMCache) -> tuple[jax.Array, SSMCache]:
         """One decoding step: the output for token x_t [B, D] and the updated cache (O(1) per token);

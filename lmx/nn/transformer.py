@@ -14,8 +14,8 @@ computed once per forward (the T5 table is shared by all layers) and passed to e
 mask. Layers are stacked on a leading `layers` axis — one entry per repetition of
 `model.layer_pattern` — and run with `jax.lax.scan` (or an unrolled loop, `scan_layers=False`), under
 the remat policy `model.remat`. Logits are float32 (`logit_soft_cap`: cap * tanh(logits / cap),
-Gemma 2). The residual stream carries sharding constraints (logical batch, seq, embed), no-ops
-unless traced inside `lmx.parallel.activations.activation_sharding`.
+Gemma 2). The residual stream carries sharding constraints (logical batch, seq, embed; lmx.nn.sharding),
+no-ops unless traced inside `lmx.parallel.activations.activation_sharding`.
 
 Standalone: `model = Transformer(config, rngs=nnx.Rngs(0))`; `logits_BxLxV = model(tokens_BxL)`.
 """
@@ -39,7 +39,7 @@ from lmx.nn.norms import NORMS
 from lmx.nn.params import dtype_of, normal_param
 from lmx.nn.position_bias import T5RelativeBias, alibi_bias, alibi_slopes
 from lmx.nn.remat import REMAT
-from lmx.parallel.activations import constrain
+from lmx.nn.sharding import constrain
 
 ACTIVATION_NAMES = ("batch", "seq", "embed")  # logical names of the residual stream [B, L, D]
 

@@ -1,6 +1,6 @@
 """Sharding constraints on activations at block boundaries, by logical name (batch, seq, embed).
 
-The model calls `constrain(x, ("batch", "seq", "embed"))`; it is a no-op unless an
+The model calls `constrain(x, ("batch", "seq", "embed"))` (lmx.nn.sharding); it is a no-op unless an
 `activation_sharding(mesh, rules)` context is active while the step is traced. `with_activation_sharding`
 wraps a step function so that the context is active whenever jit traces it:
 
@@ -12,26 +12,21 @@ A mesh axis that does not divide the dimension it would shard is left out of the
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import functools
 import math
 
 import jax
 from jax.sharding import NamedSharding, PartitionSpec
 
+from lmx.nn.sharding import Names, activation_constraint, constrain
 from lmx.parallel.rules import Rules, logical_to_spec
 
-_CONTEXT: contextvars.ContextVar = contextvars.ContextVar("lmx_activation_sharding", default=None)
+__all__ = ["activation_sharding", "constrain", "with_activation_sharding"]
 
 
-@contextlib.contextmanager
 def activation_sharding(mesh, rules: Rules):
-    token = _CONTEXT.set((mesh, rules))
-    try:
-        yield
-    finally:
-        _CONTEXT.reset(token)
+    """A context in which `constrain(x, names)` constrains `x` to `names` under `rules` on `mesh`."""
+    return activation_constraint(functools.partial(_constrain_on_mesh, mesh=mesh, rules=rules))
 
 
 def with_activation_sharding(fn, mesh, rules: Rules):
@@ -43,12 +38,8 @@ def with_activation_sharding(fn, mesh, rules: Rules):
     return wrapped
 
 
-def constrain(x: jax.Array, names: tuple[str | None, ...]) -> jax.Array:
-    """`x` with a sharding constraint from the logical `names` under the active rules (else `x`)."""
-    context = _CONTEXT.get()
-    if context is None:
-        return x
-    mesh, rules = context
+def _constrain_on_mesh(x: jax.Array, names: Names, *, mesh, rules: Rules) -> jax.Array:
+    """`x` with a sharding constraint from the logical `names` under `rules`."""
     spec = []
     for size, axes in zip(x.shape, logical_to_spec(names, rules)):
         axes = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)

@@ -27,6 +27,7 @@ from collections.abc import Mapping
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from lmx.errors import ConfigError
 
@@ -91,6 +92,7 @@ def distributed_settings(env: Mapping[str, str] | None = None) -> dict | None:
 
 def is_initialized() -> bool:
     try:
+        # a private module that may move between jax versions: imported inside the try
         from jax._src import distributed as _distributed
 
         return _distributed.global_state.client is not None
@@ -120,8 +122,6 @@ def check_config_agreement(config) -> None:
     """ConfigError unless every process holds the same config (compares sha256 of its JSON)."""
     if jax.process_count() == 1:
         return
-    from jax.experimental import multihost_utils
-
     digest = config_digest(config)
     # 8 int32 words: x64 is off by default, so int64 would be truncated
     words = np.frombuffer(bytes.fromhex(digest), dtype=np.int32).copy()

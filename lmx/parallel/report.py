@@ -16,6 +16,8 @@ from flax import nnx
 from jax.sharding import AbstractMesh, AxisType
 
 from lmx.config import MESH_AXES, Config
+from lmx.errors import ConfigError
+from lmx.nn.attention import resolve_attention_impl
 from lmx.parallel.mesh import resolve_mesh_shape
 from lmx.parallel.rules import STRATEGIES, logical_to_spec
 from lmx.parallel.shardings import _check_divisible, logical_names, param_path
@@ -48,8 +50,6 @@ def layout_report(config: Config, params, opt_state, n_devices: int | None = Non
     `params` and `opt_state` are abstract (ShapeDtypeStruct leaves, nnx Variables kept so their
     logical axis names are readable), as `jax.eval_shape` of the train state's init gives them.
     """
-    from lmx.nn.attention import resolve_attention_impl
-
     mesh = abstract_mesh(config, n_devices)
     rules = STRATEGIES[config.mesh.strategy]
     rows, totals = [], {"params": 0, "opt_state": 0}
@@ -96,9 +96,6 @@ def layout_report(config: Config, params, opt_state, n_devices: int | None = Non
 
 def attention_kernel(config: Config, backend: str | None = None) -> str:
     """"xla (model.attention.kernel=auto on cpu)": the attention kernel this config runs on `backend`."""
-    from lmx.errors import ConfigError
-    from lmx.nn.attention import resolve_attention_impl
-
     backend = backend or jax.default_backend()
     impl = config.model.attention.kernel
     try:

@@ -1,9 +1,11 @@
 """Tokenizers: the `Tokenizer` interface, the kinds lmx trains (byte_bpe, bytes, bpe, wordpiece, unigram),
-external tokenizer files, and the registry that trains, caches and loads them (see docs/tokenizers.md).
+external tokenizer files, and the registry that trains and loads them (see docs/tokenizers.md).
 
-Modules: base (the interface), registry (kinds, training, loading, the on-disk cache), byte_bpe, bytes,
+Modules: base (the interface, loading a saved tokenizer), registry (kinds, training), byte_bpe, bytes,
 subword (bpe, wordpiece, unigram), hf_base (the Hugging Face `tokenizers` backend), external
 (tokenizer.json / .model / .tiktoken files), stats (tokens per byte, char and word).
+lmx.tokenizers imports only lmx.registry and lmx.errors: the tokenizer of a corpus split (trained once,
+cached) and the corpus texts to train on are lmx.data's (lmx/data/tokenizer_corpus.py).
 """
 
 from lmx.tokenizers.base import Tokenizer
@@ -13,15 +15,13 @@ from lmx.tokenizers.external import load_external
 from lmx.tokenizers.registry import (
     EXTERNAL_TOKENIZERS,
     TOKENIZER_KINDS,
-    get_tokenizer,
     load_any,
     load_tokenizer,
     take_bytes,
     tokenizer_kind,
     train_tokenizer,
-    training_texts,
 )
-from lmx.tokenizers.stats import stdlib_sample, text_stats
+from lmx.tokenizers.stats import text_stats
 from lmx.tokenizers.subword import BPETokenizer, UnigramTokenizer, WordPieceTokenizer
 
 __all__ = [
@@ -33,14 +33,11 @@ __all__ = [
     "Tokenizer",
     "UnigramTokenizer",
     "WordPieceTokenizer",
-    "get_tokenizer",
     "load_any",
     "load_external",
     "load_tokenizer",
-    "stdlib_sample",
     "take_bytes",
     "text_stats",
     "tokenizer_kind",
     "train_tokenizer",
-    "training_texts",
 ]

@@ -1,4 +1,5 @@
-"""The interface every tokenizer kind implements (the kinds registry is lmx.tokenizers.registry)."""
+"""The interface every tokenizer kind implements, and `load_tokenizer` (reads a saved directory back by its
+kind.txt; the kinds registry, lmx.tokenizers.registry, fills `SAVED_KINDS`)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ SPECIAL_TOKENS = (EOS, PAD, BOS)
 MASK, UNK = "<|mask|>", "<|unk|>"
 FINGERPRINT_FILE = "fingerprint.txt"
 KIND_FILE = "kind.txt"
+# kind.txt value -> the class that reads such a directory back. The interface cannot import its
+# implementations (they import it); lmx.tokenizers.registry fills the table with every kind.
+SAVED_KINDS: dict[str, type[Tokenizer]] = {}
 
 
 def sentinel(i: int) -> str:
@@ -172,12 +176,43 @@ class Tokenizer(abc.ABC):
     @classmethod
     def load(cls, directory: str | Path) -> Tokenizer:
         """Read a tokenizer saved by `save` (JSON only); DataError if missing or not matching its fingerprint."""
-        from lmx.tokenizers.registry import load_tokenizer
-
         return load_tokenizer(directory)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} kind={self.kind} vocab_size={self.vocab_size} fp={self.fingerprint[:12]}>"
+
+
+def load_tokenizer(directory: str | Path) -> Tokenizer:
+    """Read a tokenizer saved by `Tokenizer.save` from `directory` and check it against fingerprint.txt.
+
+    kind.txt names the kind; directories written before it existed hold tokenizer.json (byte_bpe)
+    or bytes.json (bytes).
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DataError(f"data.tokenizer: tokenizer directory {str(directory)!r} does not exist")
+    kind_file = directory / KIND_FILE
+    if kind_file.is_file():
+        kind = kind_file.read_text(encoding="utf-8").strip()
+        if kind not in SAVED_KINDS:
+            raise DataError(f"data.tokenizer: {str(kind_file)!r} names an unknown tokenizer kind {kind!r}")
+        candidates = [SAVED_KINDS[kind]]
+    else:
+        candidates = [SAVED_KINDS["byte_bpe"], SAVED_KINDS["bytes"]]
+    for cls in candidates:
+        path = directory / cls.definition_file
+        if path.is_file():
+            tok = cls.from_definition(path.read_text(encoding="utf-8"), str(path))
+            break
+    else:
+        names = " or ".join(cls.definition_file for cls in candidates)
+        raise DataError(f"data.tokenizer: {str(directory)!r} holds no {names}")
+    stamp = directory / FINGERPRINT_FILE
+    if stamp.is_file() and stamp.read_text(encoding="utf-8").strip() != tok.fingerprint:
+        raise DataError(
+            f"data.tokenizer: {str(path)!r} does not match its {FINGERPRINT_FILE} (corrupt cache? delete it)"
+        )
+    return tok
 
 
 def check_special_ids(tokenizer: Tokenizer, expected: dict[str, int], source: str) -> None:

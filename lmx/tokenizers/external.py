@@ -179,7 +179,7 @@ class SentencePieceTokenizer(Tokenizer):
 
     def __init__(self, model: bytes, source: str):
         try:
-            import sentencepiece
+            import sentencepiece  # optional dependency (lmx[sentencepiece]), only for .model files
         except ImportError:
             raise DataError(
                 f"data.tokenizer: reading the SentencePiece model {source} needs the optional `sentencepiece` "

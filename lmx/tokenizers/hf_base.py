@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import tokenizers
 from tokenizers import normalizers, pre_tokenizers
 
-from lmx.errors import DataError
+from lmx.errors import ConfigError, DataError
 from lmx.tokenizers.base import Tokenizer
 
 BYTE_PIECE = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
@@ -183,7 +183,5 @@ def batched(texts: Iterable[str], size: int = 64) -> Iterator[list[str]]:
 
 
 def check_min_vocab(kind: str, vocab_size: int, minimum: int, what: str) -> None:
-    from lmx.errors import ConfigError
-
     if vocab_size < minimum:
         raise ConfigError(f"model.vocab_size: the {kind} tokenizer needs at least {minimum} ids ({what}), got {vocab_size}")

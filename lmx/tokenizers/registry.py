@@ -1,24 +1,17 @@
-"""Tokenizer registry (`data.tokenizer`), training, loading, and the on-disk tokenizer cache.
+"""Tokenizer registry (`data.tokenizer`): the kinds lmx trains and the kinds read from files, training and loading.
 
-`get_tokenizer` trains a tokenizer once per (corpus split, kind, vocab_size, tokenizer_train_bytes,
-special tokens, normalisation) and stores it under `<cache>/tokenizers/<key>/`; later calls load it
-from there. `data.tokenizer = "file:PATH"` loads an existing tokenizer file instead (lmx.tokenizers.external).
+Training takes any iterable of texts; the tokenizer of a corpus split, trained once and cached, is
+lmx.data's (`lmx.data.get_tokenizer`), since lmx.data sits above lmx.tokenizers.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from lmx import registry
-from lmx.config import DataConfig
-from lmx.data.cache import atomic_directory, cache_key, cache_root
-from lmx.data.corpus import Corpus, Document, load_corpus
-from lmx.data.split import CorpusSplit, split_corpus
-from lmx.errors import ConfigError, DataError
-from lmx.tokenizers.base import FINGERPRINT_FILE, KIND_FILE, Tokenizer
+from lmx.errors import ConfigError
+from lmx.tokenizers.base import SAVED_KINDS, Tokenizer, load_tokenizer
 from lmx.tokenizers.byte_bpe import ByteBPETokenizer
 from lmx.tokenizers.bytes import BytesTokenizer
 from lmx.tokenizers.external import (
@@ -46,7 +39,7 @@ EXTERNAL_TOKENIZERS: dict[str, type[Tokenizer]] = {
     "sentencepiece": SentencePieceTokenizer,
 }
 ALL_KINDS = {**TOKENIZER_KINDS, **EXTERNAL_TOKENIZERS}
-CACHE_FORMAT = 1
+SAVED_KINDS.update(ALL_KINDS)  # what `Tokenizer.load` / `load_tokenizer` read a saved kind.txt against
 
 
 def train_tokenizer(
@@ -97,107 +90,11 @@ def take_bytes(texts: Iterable[str], max_bytes: int) -> Iterator[str]:
         yield text
 
 
-def load_tokenizer(directory: str | Path) -> Tokenizer:
-    """Read a tokenizer saved by `Tokenizer.save` from `directory` and check it against fingerprint.txt.
-
-    kind.txt names the kind; directories written before it existed hold tokenizer.json (byte_bpe)
-    or bytes.json (bytes).
-    """
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise DataError(f"data.tokenizer: tokenizer directory {str(directory)!r} does not exist")
-    kind_file = directory / KIND_FILE
-    if kind_file.is_file():
-        kind = kind_file.read_text(encoding="utf-8").strip()
-        if kind not in ALL_KINDS:
-            raise DataError(f"data.tokenizer: {str(kind_file)!r} names an unknown tokenizer kind {kind!r}")
-        candidates = [ALL_KINDS[kind]]
-    else:
-        candidates = [ByteBPETokenizer, BytesTokenizer]
-    for cls in candidates:
-        path = directory / cls.definition_file
-        if path.is_file():
-            tok = cls.from_definition(path.read_text(encoding="utf-8"), str(path))
-            break
-    else:
-        names = " or ".join(cls.definition_file for cls in candidates)
-        raise DataError(f"data.tokenizer: {str(directory)!r} holds no {names}")
-    stamp = directory / FINGERPRINT_FILE
-    if stamp.is_file() and stamp.read_text(encoding="utf-8").strip() != tok.fingerprint:
-        raise DataError(
-            f"data.tokenizer: {str(path)!r} does not match its {FINGERPRINT_FILE} (corrupt cache? delete it)"
-        )
-    return tok
-
-
 def load_any(spec: str) -> Tokenizer:
     """A tokenizer directory (lmx format) or an external tokenizer file (.json, .model, .tiktoken)."""
     return load_tokenizer(spec) if Path(spec).is_dir() else load_external(spec)
 
 
-def training_texts(files: Iterable[str], max_bytes: int) -> Iterator[str]:
-    """The texts of the corpus specs `files` (files, directories or globs), or of the embedded stdlib
-    corpus's train split when there are none, until `max_bytes` UTF-8 bytes (0: all)."""
-    files = list(files)
-    if files:
-        docs = (doc.text for spec in files for doc in load_corpus(spec).documents)
-    else:
-        docs = (doc.text for doc in split_corpus(load_corpus("stdlib"), 0.02).train)
-    return take_bytes(docs, max_bytes)
-
-
 def tokenizer_kind(setting: str) -> str:
     """The kind a data.tokenizer value produces: the value itself, or hf_json/sentencepiece/tiktoken for file:."""
     return external_kind(setting) if setting.startswith(FILE_PREFIX) else setting
-
-
-def get_tokenizer(
-    data_config: DataConfig,
-    vocab_size: int,
-    corpus: Corpus | CorpusSplit,
-    cache_dir: str | os.PathLike | None = None,
-    log: Callable[[str], None] | None = None,
-) -> Tokenizer:
-    """The tokenizer for this corpus split and settings: from the cache, or trained on the train split and cached."""
-    kind = data_config.tokenizer
-    options = {"special_tokens": tuple(data_config.special_tokens), "num_sentinels": data_config.num_sentinels,
-               "normalization": data_config.normalization}
-    if kind.startswith(FILE_PREFIX):
-        for key, value in options.items():
-            if value != DataConfig.__dataclass_fields__[key].default:
-                raise ConfigError(
-                    f"data.{key}: applies to tokenizers lmx trains, not to a file: tokenizer (leave it unset)"
-                )
-        tok = load_external(kind)
-        if tok.vocab_size > vocab_size:
-            raise ConfigError(
-                f"model.vocab_size: {vocab_size} is smaller than the {tok.vocab_size} ids of {kind[len(FILE_PREFIX):]!r}"
-            )
-        return tok
-    if kind == "bytes":
-        return train_tokenizer(kind, (), vocab_size, **options)
-    split = corpus if isinstance(corpus, CorpusSplit) else split_corpus(corpus, data_config.valid_fraction)
-    meta = {
-        "format": CACHE_FORMAT,
-        "split": split.key,
-        "kind": kind,
-        "vocab_size": vocab_size,
-        "tokenizer_train_bytes": data_config.tokenizer_train_bytes,
-    }
-    meta.update({k: v for k, v in options.items() if v != DataConfig.__dataclass_fields__[k].default})
-    entry = cache_root(data_config, cache_dir) / "tokenizers" / cache_key(meta)
-    if (entry / TOKENIZER_KINDS[kind].definition_file).is_file():
-        return load_tokenizer(entry)
-    if log:
-        log(
-            f"training {kind} tokenizer (vocab {vocab_size}) on {data_config.tokenizer_train_bytes:,} bytes..."
-        )
-    tok = train_tokenizer(kind, _texts(split.train), vocab_size, data_config.tokenizer_train_bytes, **options)
-    with atomic_directory(entry) as tmp:
-        tok.save(tmp)
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True), encoding="utf-8")
-    return load_tokenizer(entry)  # the cached copy, which may be a concurrent writer's identical result
-
-
-def _texts(documents: Iterable[Document]) -> Iterator[str]:
-    return (doc.text for doc in documents)

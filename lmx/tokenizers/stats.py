@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from lmx.tokenizers.base import Tokenizer
-from lmx.tokenizers.registry import take_bytes
 
 
 def text_stats(tok: Tokenizer, text: str) -> dict:
@@ -26,11 +25,3 @@ def text_stats(tok: Tokenizer, text: str) -> dict:
         "round_trip": tok.decode(ids) == text,
         "ids": ids,
     }
-
-
-def stdlib_sample(sample_bytes: int) -> str:
-    """The first `sample_bytes` UTF-8 bytes of the embedded stdlib corpus's validation split."""
-    from lmx.data import load_corpus, split_corpus
-
-    valid = split_corpus(load_corpus("stdlib"), 0.02).valid
-    return "".join(take_bytes((d.text for d in valid), sample_bytes))

@@ -15,16 +15,14 @@ import contextlib
 import gc
 import sys
 import time
+import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import jax
 import orbax.checkpoint as ocp
 
 from lmx.errors import CheckpointError
-
-if TYPE_CHECKING:
-    from lmx.train.state import TrainState
+from lmx.train.state import TrainState
 
 
 class Checkpointer:
@@ -112,8 +110,6 @@ class Checkpointer:
                 errors.append(f"step {candidate}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
                 continue
             if errors:
-                import warnings
-
                 warnings.warn("skipped unreadable checkpoints: " + "; ".join(errors), stacklevel=3)
             return result
         raise CheckpointError(f"unreadable checkpoint in {self.directory}: " + "; ".join(errors))

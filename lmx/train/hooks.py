@@ -54,13 +54,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from lmx.config import Config
-from lmx.errors import NonFiniteError
+from flax import nnx
 
-if TYPE_CHECKING:
+from lmx.config import Config
+from lmx.decode import generate
+from lmx.errors import NonFiniteError
+from lmx.train.diagnose import first_nonfinite_tensor
+from lmx.train.preemption import PreemptionGuard
+from lmx.train.state import TrainState
+
+if TYPE_CHECKING:  # for annotations only: lmx.train.loop imports this module to run the hooks
     from lmx.train.loop import TrainLoop
-    from lmx.train.preemption import PreemptionGuard
-    from lmx.train.state import TrainState
 
 
 @dataclass(frozen=True)
@@ -125,8 +129,6 @@ class NonFiniteCheck(Hook):
         loop.skipped += 1
         if self.policy != "halt":
             return
-        from lmx.train.diagnose import first_nonfinite_tensor
-
         culprit = first_nonfinite_tensor(loop.trainer.graphdef, event.state.params, event.batch, loop.config)
         last = loop.checkpointer.latest_step()
         batch_index = event.step - 1
@@ -225,10 +227,6 @@ class Samples(Hook):
         if not (loop.status == "completed" and config.model.architecture.plain_decoder and config.eval.sample_prompts
                 and config.eval.sample_tokens):
             return
-        from flax import nnx
-
-        from lmx.decode import generate
-
         model = nnx.merge(loop.trainer.graphdef, state.params)
         completions = generate(model, loop.data.tokenizer, list(config.eval.sample_prompts),
                                max_new_tokens=config.eval.sample_tokens, context_len=config.data.seq_len,

@@ -21,13 +21,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
+import orbax.checkpoint
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-import lmx
 from lmx.config import Config
 from lmx.data import prepare_data
 from lmx.errors import CheckpointError, ConfigError
@@ -46,6 +48,7 @@ from lmx.train.progress import TrainProgress
 from lmx.train.run_dir import check_free_space, checkpoint_bytes, default_run_dir, prepare_run_dir
 from lmx.train.state import TrainState, init_train_state, seeded_model
 from lmx.train.step import make_eval_step, make_train_step
+from lmx.version import __version__
 
 
 @dataclass
@@ -131,7 +134,7 @@ def _meta(config: Config, data, step: int) -> dict:
         "config": config.to_dict(),
         "tokenizer_fingerprint": data.tokenizer.fingerprint,
         "corpus_fingerprint": data.corpus_fingerprint,
-        "lmx_version": lmx.__version__,
+        "lmx_version": __version__,
     }
 
 
@@ -144,12 +147,8 @@ def check_tokenizer_fingerprint(meta: dict, fingerprint: str, what: str = "resto
 
 
 def _versions() -> dict:
-    import flax
-    import optax
-    import orbax.checkpoint
-
     return {
-        "lmx": lmx.__version__,
+        "lmx": __version__,
         "python": platform.python_version(),
         "jax": jax.__version__,
         "flax": flax.__version__,

@@ -27,6 +27,7 @@ class MetricsWriter:
         self._file = self.path.open("a")
         self._tb = None
         if tensorboard:
+            # seconds to import (it loads torch when installed): only when TensorBoard logging is on
             from tensorboardX import SummaryWriter
 
             self._tb = SummaryWriter(str(Path(run_dir) / "events"))

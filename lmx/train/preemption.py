@@ -16,6 +16,7 @@ import sys
 import threading
 
 import jax
+from jax.experimental import multihost_utils
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -53,8 +54,6 @@ class PreemptionGuard:
 
     def should_stop(self, step: int) -> bool:
         if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-
             try:
                 if multihost_utils.reached_preemption_sync_point(step):
                     self.signal_name = self.signal_name or "preemption notice"

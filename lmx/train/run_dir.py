@@ -13,6 +13,7 @@ from pathlib import Path
 
 from lmx.config import Config
 from lmx.errors import CheckpointError, ConfigError
+from lmx.nn import param_count
 
 RUN_FILES = ("checkpoints", "metrics.jsonl", "events", "summary.json", "tokenizer", "config.json")
 
@@ -48,8 +49,6 @@ def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
 
 def checkpoint_bytes(config: Config) -> int:
     """Bytes of one checkpoint: parameters in their dtype plus two float32 AdamW moments each."""
-    from lmx.nn import param_count
-
     param_bytes = 2 if config.model.param_dtype == "bfloat16" else 4
     return param_count(config.model) * (param_bytes + 8)
 

@@ -28,6 +28,8 @@ from flax import nnx
 
 from lmx.config import Config
 from lmx.nn import build_model
+from lmx.parallel.report import layout_report
+from lmx.train.optimizer import make_optimizer
 
 
 @jax.tree_util.register_dataclass
@@ -71,8 +73,6 @@ def init_train_state(config: Config, tx) -> TrainState:
 
 def abstract_train_state(config: Config) -> TrainState:
     """`init_train_state` as ShapeDtypeStructs (Variables kept), built without allocating anything."""
-    from lmx.train.optimizer import make_optimizer
-
     abstract_params = nnx.state(nnx.eval_shape(lambda: seeded_model(config)))
     tx, _ = make_optimizer(config.optim, config.train.steps, abstract_params)
     return jax.eval_shape(lambda: init_train_state(config, tx))
@@ -81,7 +81,5 @@ def abstract_train_state(config: Config) -> TrainState:
 def sharding_report(config: Config, n_devices: int | None = None) -> dict:
     """`lmx info --sharding`: how this config's train state lays out over its mesh of `n_devices`
     (an abstract mesh: no devices needed); see `lmx.parallel.report.layout_report`."""
-    from lmx.parallel.report import layout_report
-
     state = abstract_train_state(config)
     return layout_report(config, state.params, state.opt_state, n_devices)

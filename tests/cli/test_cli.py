@@ -1,6 +1,8 @@
 """The `lmx` command's main paths and its error contract: one line on stderr, exit code 2, nothing written."""
 
 import json
+import math
+import re
 
 import pytest
 
@@ -15,9 +17,55 @@ def _one_line_error(capsys, *words):
     return err
 
 
-def test_train_prints_summary_and_samples(cli_run, capsys):
+def _greedy_by_full_forwards(model, tokenizer, prompt: str, n: int) -> str:
+    """Greedy continuation with one uncached full forward per token, EOS ending it (not part of the text)."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    ids, new = tokenizer.encode(prompt), []
+    for _ in range(n):
+        logits = np.asarray(model(jnp.asarray([ids + new], jnp.int32))[0, -1])[: tokenizer.vocab_size]
+        token = int(np.argmax(logits))
+        if token == tokenizer.eos_id:
+            break
+        new.append(token)
+    return tokenizer.decode(new)
+
+
+def test_train_prints_summary_and_samples(cli_run):
+    import jax
+    from flax import nnx
+
+    from lmx.api import load
+
     summary = json.loads((cli_run / "summary.json").read_text())
     assert summary["steps"] == 8
+    printed = (cli_run.parent / "train_stdout.txt").read_text()  # what `lmx train --quiet` printed
+    lines = printed.splitlines()
+    assert any(line.strip() == "lmx train: summary" for line in lines), printed
+    rows = {}
+    for line in lines:
+        cells = [c.strip() for c in re.split("[│|]", line)[1:-1]]
+        if len(cells) == 2:
+            rows[cells[0]] = cells[1]
+    assert list(rows) == ["parameters", "tokens seen", "training FLOPs", "validation loss", "validation perplexity",
+                          "validation bits per byte", "validation bits per char", "throughput", "wall time",
+                          "run directory"], printed
+    run = load(cli_run)
+    config = run.config
+    params = sum(x.size for x in jax.tree.leaves(nnx.state(run.model, nnx.Param)))
+    embedding = config.model.vocab_size * config.model.d_model * (1 if config.model.tie_embeddings else 2)
+    assert rows["parameters"] == f"{params:,} ({params - embedding:,} non-embedding)"
+    assert rows["tokens seen"] == f"{8 * config.data.batch_size * config.data.seq_len:,}"  # steps x batch x seq
+    assert rows["validation loss"] == f"{summary['val_loss']:.4f} nats/token"
+    assert float(rows["validation perplexity"]) == pytest.approx(math.exp(summary["val_loss"]), abs=0.005)
+    assert rows["run directory"] == str(cli_run)
+    # one greedy sample per configured prompt, its text the greedy continuation of the final model
+    samples = [line for line in lines if line.startswith("greedy sample")]
+    assert len(samples) == len(config.eval.sample_prompts) == 1, printed
+    prompt = config.eval.sample_prompts[0]
+    completion = _greedy_by_full_forwards(run.model, run.tokenizer, prompt, config.eval.sample_tokens)
+    assert samples[0] == f"greedy sample {prompt!r} -> {prompt + completion!r}", printed
 
 
 def test_eval_reports_the_final_validation_loss(cli_run, capsys):

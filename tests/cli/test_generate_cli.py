@@ -65,13 +65,39 @@ def test_json_samples_and_seed(cli_run, loaded, capsys):
     assert [r["logprob"] for r in first] == pytest.approx([c.logprob for c in ref], abs=1e-5)
 
 
-def test_beams_and_best_of(cli_run, capsys):
+def _mean_logprob(model, tokenizer, prompt: str, completion) -> float:
+    """Mean log-probability of a completion's tokens (and of its EOS, when it ended with one) under one
+    full forward of prompt + completion, softmax over the tokenizer's ids, in float64."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    prompt_ids = tokenizer.encode(prompt)
+    scored = list(completion.tokens) + ([tokenizer.eos_id] if completion.finish_reason == "eos" else [])
+    logits = np.asarray(model(jnp.asarray([prompt_ids + scored], jnp.int32))[0], np.float64)[:, : tokenizer.vocab_size]
+    logp = logits - logits.max(-1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+    return float(np.mean([logp[len(prompt_ids) - 1 + j, t] for j, t in enumerate(scored)]))
+
+
+def test_beams_and_best_of(cli_run, loaded, capsys):
+    from lmx.decode import generate
+
     beams = _json_lines(_generate(capsys, cli_run, "--prompt", "def ", "--max-new-tokens", "6", "--beams", "2",
                                   "--num-samples", "2", "--json"))
     assert len(beams) == 2 and beams[0]["score"] >= beams[1]["score"]
     best = _json_lines(_generate(capsys, cli_run, "--prompt", "def ", "--max-new-tokens", "6", "--best-of", "3",
                                  "--temperature", "1.0", "--seed", "2", "--json"))
     assert len(best) == 1 and best[0]["score"] == pytest.approx(best[0]["mean_logprob"])
+    # the 3 candidates (the same seeded draws), each scored independently: the best is the highest mean
+    candidates = generate(loaded.model, loaded.tokenizer, ["def "], max_new_tokens=6, num_samples=3,
+                          temperature=1.0, seed=2)
+    scores = [_mean_logprob(loaded.model, loaded.tokenizer, "def ", c) for c in candidates]
+    winner = int(max(range(3), key=lambda i: scores[i]))
+    assert winner == 1  # seed 2: neither the first nor the last sample is the best
+    assert scores[winner] > max(s for i, s in enumerate(scores) if i != winner) + 1e-3  # no near-tie
+    assert best[0]["text"] == candidates[winner].text
+    assert best[0]["tokens"] == len(candidates[winner].tokens)
+    assert best[0]["score"] == pytest.approx(scores[winner], abs=1e-5)
 
 
 def test_stop_cuts(cli_run, loaded, capsys):

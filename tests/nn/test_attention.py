@@ -75,13 +75,63 @@ def test_parameter_shapes_and_names():
     assert attn(jnp.ones((1, 3, D))).shape == (1, 3, D)
 
 
-def test_impl_registry_and_auto_equals_xla():
+def _numpy_gqa_attention(x, wq, wk, wv, wo, positions):
+    """Causal softmax attention, float64: RoPE on q and k, query head n reads kv head n // (N / K),
+    softmax(q k^T / sqrt(H)) over keys j <= i, then the output projection."""
+    q, k, v = (np.einsum("bld,dnh->blnh", x, w) for w in (wq, wk, wv))
+    q, k = ref.rope(q, positions), ref.rope(k, positions)
+    group = q.shape[2] // k.shape[2]
+    k, v = np.repeat(k, group, axis=2), np.repeat(v, group, axis=2)
+    scores = np.einsum("binh,bjnh->bnij", q, k) / np.sqrt(q.shape[-1])
+    scores = np.where(np.tril(np.ones((x.shape[1], x.shape[1]), bool)), scores, -np.inf)
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    return np.einsum("binh,nhd->bid", np.einsum("bnij,bjnh->binh", probs, v), wo)
+
+
+def test_impl_registry_and_auto_matches_numpy(monkeypatch):
+    from lmx.nn import attention_kernels as kernels
+
     assert set(ATTENTION_IMPLS) == {"plain", "xla", "cudnn", "splash", "auto"}
     assert ATTENTION_IMPLS is registry.ATTENTION_KERNELS  # the table config validation reads
-    xla = Attention(D, 4, 2, impl="xla", rngs=nnx.Rngs(0))
-    auto = Attention(D, 4, 2, impl="auto", rngs=nnx.Rngs(0))
-    x = jnp.asarray(_x())
-    np.testing.assert_allclose(xla(x), auto(x), rtol=1e-6, atol=1e-7)
+    ran = []  # the kernels the layer calls
+    for name, kernel in list(kernels.KERNELS.items()):
+        monkeypatch.setitem(kernels.KERNELS, name,
+                            lambda *a, name=name, kernel=kernel, **kw: ran.append(name) or kernel(*a, **kw))
+    splash = kernels.splash
+    monkeypatch.setattr(kernels, "splash", lambda *a, **kw: ran.append("splash") or splash(*a, **kw))
+    auto = Attention(D, 4, 2, impl="auto", init_std=0.3, rngs=nnx.Rngs(0))
+    x, pos = _x(), _positions()
+    got = np.asarray(auto(jnp.asarray(x), jnp.asarray(pos)))
+    # float32 causal attention: auto runs XLA's fused attention on CPU and GPU (cuDNN's needs 16-bit
+    # compute), splash on TPU
+    assert ran == [{"tpu": "splash"}.get(jax.default_backend(), "xla")]
+    np.testing.assert_allclose(got, _numpy_gqa_attention(x, *_weights(auto), pos), rtol=1e-4, atol=1e-4)
+
+
+AUTO_CASES = [
+    ("cpu", dict(mask="causal"), "xla"),
+    ("cpu", dict(mask="causal", sixteen_bit=True), "xla"),
+    ("gpu", dict(mask="causal"), "xla"),  # cuDNN fused attention needs float16/bfloat16
+    ("gpu", dict(mask="causal", sixteen_bit=True), "cudnn"),
+    ("cuda", dict(mask="dynamic", has_bias=True, sixteen_bit=True), "cudnn"),
+    ("tpu", dict(mask="causal"), "splash"),
+    ("tpu", dict(mask="sliding_window", window=4), "splash"),
+    ("tpu", dict(mask="bidirectional"), "splash"),
+    ("tpu", dict(mask="dynamic"), "xla"),  # per-example masks: splash has static ones only
+    ("tpu", dict(mask="causal", has_bias=True), "xla"),  # ALiBi/T5 biases: splash adds none
+    ("tpu", dict(mask="causal", shaw=True), "plain"),  # Shaw's value terms: only the plain kernel
+    ("gpu", dict(mask="causal", shaw=True, sixteen_bit=True), "plain"),
+    ("cpu", dict(mask="causal", shaw=True), "plain"),
+]
+
+
+@pytest.mark.parametrize("backend, request_, expected", AUTO_CASES,
+                         ids=[f"{b}-{'-'.join(f'{k}={v}' for k, v in r.items())}" for b, r, _ in AUTO_CASES])
+def test_auto_resolves_per_backend_and_request(backend, request_, expected):
+    from lmx.nn import attention_kernels as kernels
+
+    assert kernels.choose_kernel("auto", kernels.Request(**request_), backend) == expected
 
 
 def test_bf16_compute_close_to_fp32():

@@ -12,7 +12,7 @@ from flax import nnx
 from lmx.config import ModelConfig
 from lmx.nn import attention_kernels as kernels
 from lmx.nn import build_model, masks, param_count
-from lmx.nn.blocks import Block, deepnorm_constants
+from lmx.nn.blocks import Block, LayerInputs, deepnorm_constants
 
 BASE = ModelConfig(d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64, vocab_size=64, max_seq_len=32,
                    init_std=0.1)
@@ -113,6 +113,39 @@ def test_encoder_padding_and_cross_attention_masks():
     np.testing.assert_allclose(later[0, :5], base[0, :5], rtol=1e-5, atol=1e-5)  # the decoder is causal
 
 
+def _layernorm(x, norm, eps):
+    """numpy LayerNorm with the module's own scale and bias (float64)."""
+    x = np.asarray(x, np.float64)
+    y = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + eps)
+    y = y * np.asarray(norm.scale[...], np.float64)
+    return y + np.asarray(norm.bias[...], np.float64) if norm.bias is not None else y
+
+
+_apply = nnx.jit(lambda module, x: module(x))  # a module on its own (eager calls dispatch many small ops)
+
+
+def _deepnorm_reference(block, x, alpha, eps, mixers_zeroed=False):
+    """DeepNorm block, numpy: x <- LN(alpha x + f(x)) for each sublayer f in turn, where f is the
+    block's own sublayer applied to that sublayer's input (causal self-attention at positions 0..L-1, the
+    FFN). With `mixers_zeroed` the attention sublayers' output projections are 0, so f = 0 for them."""
+    x = np.asarray(x, np.float64)
+    if mixers_zeroed:
+        x = _layernorm(alpha * x, block.mixer_norm, eps)
+        if block.cross is not None:
+            x = _layernorm(alpha * x, block.cross_norm, eps)
+    else:
+        x = _layernorm(alpha * x + np.asarray(_apply(block.mixer, jnp.asarray(x, jnp.float32)), np.float64),
+                       block.mixer_norm, eps)
+    return _layernorm(alpha * x + np.asarray(_apply(block.ffn, jnp.asarray(x, jnp.float32)), np.float64),
+                      block.ffn_norm, eps)
+
+
+def _layer(stack, i):
+    """Layer i of a stacked (scanned) layer stack, as a standalone Block."""
+    graphdef, state = nnx.split(stack)
+    return nnx.merge(graphdef, jax.tree.map(lambda a: jnp.asarray(np.asarray(a)[i]), state))
+
+
 def test_deepnorm_constants_and_initialisation():
     # DeepNet Table 1 (Wang et al. 2022)
     assert deepnorm_constants("decoder", 0, 6, "decoder") == pytest.approx(((2 * 6) ** 0.25, (8 * 6) ** -0.25))
@@ -122,23 +155,54 @@ def test_deepnorm_constants_and_initialisation():
     assert deepnorm_constants("encoder_decoder", 6, 6, "decoder") == pytest.approx(((3 * 6) ** 0.25, (12 * 6) ** -0.25))
     config = cfg(d_model=64, d_ff=256, n_heads=4, n_kv_heads=4, norm__placement="deepnorm", norm__kind="layernorm",
                  init="normal", init_std=0.05)
-    alpha, beta = deepnorm_constants("decoder", 2, 2, "decoder")
-    block = Block(config, deepnorm=(alpha, beta), rngs=nnx.Rngs(0))
-    assert block.alpha == pytest.approx(alpha)
+    alpha, beta = (2 * 2) ** 0.25, (8 * 2) ** -0.25  # decoder-only, N = 2 layers
+    block = Block(config, deepnorm=deepnorm_constants("decoder", 2, 2, "decoder"), rngs=nnx.Rngs(0))
     for name, expected in [("mixer.query", 0.05), ("mixer.value", 0.05 * beta), ("mixer.out", 0.05 * beta),
                            ("ffn.up", 0.05 * beta), ("ffn.down", 0.05 * beta)]:
         module, attr = name.split(".")
         std = float(np.std(np.asarray(getattr(getattr(block, module), attr)[...])))
         assert std == pytest.approx(expected, rel=0.08), name
-    # the residual is norm(alpha * x + f(x)): with f zeroed, the block is LayerNorm(alpha x)
-    block.mixer.out[...] = jnp.zeros_like(block.mixer.out[...])
-    block.ffn.down[...] = jnp.zeros_like(block.ffn.down[...])
+    # the residual is norm(alpha x + f(x)) with the block's own sublayers f (attention, then the FFN)
     x = jax.random.normal(jax.random.key(0), (1, 5, 64))
-    y = np.asarray(block(x))
-    z = alpha * np.asarray(x)
-    z = (z - z.mean(-1, keepdims=True)) / np.sqrt(z.var(-1, keepdims=True) + config.norm.eps)
-    z = (z - z.mean(-1, keepdims=True)) / np.sqrt(z.var(-1, keepdims=True) + config.norm.eps)  # norm twice
-    np.testing.assert_allclose(y, z, rtol=1e-4, atol=1e-4)
+    y = np.asarray(_apply(block, x))
+    np.testing.assert_allclose(y, _deepnorm_reference(block, x, alpha, config.norm.eps), rtol=1e-4, atol=1e-4)
+    for wrong in (1.0, 10.0):  # the comparison sees alpha
+        assert np.abs(y - _deepnorm_reference(block, x, wrong, config.norm.eps)).max() > 1e-2
+
+
+@pytest.mark.parametrize("arch", ["decoder", "encoder_decoder"])
+def test_deepnorm_models_use_the_alpha_of_table_1(arch):
+    """Every layer of a built model computes LN(alpha x + f(x)) with DeepNet's alpha for its place
+    (Wang et al. 2022, arXiv:2203.00555, Table 1): decoder-only (2N)^(1/4); encoder-decoder with N encoder
+    and M decoder layers: encoder 0.81 (N^4 M)^(1/16), decoder (3M)^(1/4)."""
+    N, M = 3, 2  # encoder-decoder: N != M, so swapping them changes both alphas
+    config = cfg(norm__placement="deepnorm", norm__kind="layernorm", init="normal", init_std=0.3, arch=arch, n_layers=M,
+                 n_encoder_layers=N if arch == "encoder_decoder" else 0,
+                 position__kind="t5" if arch == "encoder_decoder" else "rope")
+    model = build_model(config, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(1), (1, 6, 32))
+    pos = masks.default_positions(1, 6)
+    if arch == "decoder":
+        stacks = [(model.blocks, (2 * M) ** 0.25, None)]
+    else:
+        context = jax.random.normal(jax.random.key(2), (1, 4, 32))
+        stacks = [(model.encoder, 0.81 * (N**4 * M) ** (1 / 16), LayerInputs(positions=pos, causal=False,
+                                                                               mask_kind="bidirectional")),
+                  (model.decoder, (3 * M) ** 0.25, LayerInputs(positions=pos, mask=masks.causal(pos, pos),
+                                                              mask_kind="causal", context=context))]
+    for stack, alpha, inputs in stacks:
+        run = nnx.jit(lambda block, x, inputs=inputs: block(x, inputs))
+        for i in range(jax.tree.leaves(nnx.state(stack))[0].shape[0]):
+            block = _layer(stack, i)
+            zeroed = inputs is not None  # encoder-decoder: attention outputs zeroed, only the FFN's f(x) != 0
+            if zeroed:
+                block.mixer.out[...] = jnp.asarray(np.zeros(block.mixer.out.shape, np.float32))
+                if block.cross is not None:
+                    block.cross.out[...] = jnp.asarray(np.zeros(block.cross.out.shape, np.float32))
+            y = np.asarray(run(block, x))
+            want = _deepnorm_reference(block, x, alpha, config.norm.eps, mixers_zeroed=zeroed)
+            np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4, err_msg=f"{arch} layer {i}")
+            assert np.abs(y - _deepnorm_reference(block, x, 1.0, config.norm.eps, zeroed)).max() > 1e-2
 
 
 def test_rezero_is_the_identity_at_initialisation():

@@ -149,10 +149,26 @@ def test_tied_and_untied_output():
     np.testing.assert_array_equal(tied(tokens)[..., 5], 0.0)
 
 
-def test_no_position_variant_runs():
-    model = build(tiny_config(position__kind="none", n_kv_heads=1))
-    logits = model(random_tokens(9, 1, 8, model.config.vocab_size))
-    assert logits.shape == (1, 8, model.config.vocab_size)
+@pytest.mark.parametrize("position", ["none", "rope"])
+def test_one_layer_causal_nope_ignores_the_order_of_earlier_tokens(position):
+    """Without positions (NoPE), causal attention at position i averages the values of tokens 0..i with
+    weights that depend only on the tokens, not on where they stand; the FFN, final norm and unembedding
+    act position by position. So in a one-layer model the logits at i depend on token i and the multiset
+    of tokens 0..i-1, not on their order. (From the second layer on this no longer holds: the states of
+    the earlier positions depend on their own prefixes.) RoPE is the control: it sees the order."""
+    model = build(tiny_config(position__kind=position, n_layers=1, n_kv_heads=1, init_std=0.4))
+    fwd, state = forward_fn(model)
+    tokens = random_tokens(9, 1, L, model.config.vocab_size)
+    rng = np.random.default_rng(0)
+    for i in (5, L - 1):
+        perm = rng.permutation(i)
+        assert (perm != np.arange(i)).any()
+        permuted = tokens.at[0, :i].set(tokens[0, perm])
+        before, after = np.asarray(fwd(state, tokens))[0, i], np.asarray(fwd(state, permuted))[0, i]
+        if position == "none":
+            np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5)
+        else:
+            assert np.abs(after - before).max() > 1e-2
 
 
 def test_transformer_is_a_module_with_expected_children():

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 import lmx
-from tests.reliability.helpers import losses, run, run_until, train_command
+from tests.reliability.helpers import RUN_OVERRIDES, logged_steps, losses, run, run_until, train_command
+
+FINAL_STEP = int(next(o for o in RUN_OVERRIDES if o.startswith("train.steps=")).split("=")[1])
 
 
 @pytest.fixture(scope="module")
@@ -24,13 +26,19 @@ def _params(run_dir):
 
 
 def _kill_and_resume(run_dir, cache_dir, kill_points):
-    command = train_command(run_dir, cache_dir)
     for i, point in enumerate(kill_points):
-        code, err = run_until(command if i == 0 else train_command(run_dir, cache_dir, resume=True),
-                              run_dir, point, signal.SIGKILL)
-        assert code in (-signal.SIGKILL, 0), err[-2000:]  # 0: it finished before the kill landed
+        code, err = run_until(train_command(run_dir, cache_dir, resume=i > 0), run_dir, point, signal.SIGKILL)
+        # the kill landed: the process died of SIGKILL, after step `point` and before the last step
+        assert code == -signal.SIGKILL, f"kill {i} (at step {point}) did not land: exit {code}\n{err[-2000:]}"
+        reached = logged_steps(run_dir)
+        assert point <= reached < FINAL_STEP, (i, point, reached)
+        assert not (run_dir / "summary.json").exists()  # written only by a run that finished
+        checkpoints = run_dir / "checkpoints"
+        saved = [int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()] if checkpoints.is_dir() else []
+        assert all(step < FINAL_STEP for step in saved), saved
     result = run(train_command(run_dir, cache_dir, resume=True))
     assert result.returncode == 0, result.stderr[-2000:]
+    assert logged_steps(run_dir) == FINAL_STEP
 
 
 def _assert_same_run(reference, run_dir):

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from lmx.config import Config, DataConfig, ModelConfig
-from lmx.data import load_corpus
+from lmx.data import get_tokenizer, load_corpus
 from lmx.errors import ConfigError, DataError
-from lmx.tokenizers import Tokenizer, get_tokenizer, train_tokenizer
+from lmx.tokenizers import Tokenizer, train_tokenizer
 from lmx.tokenizers.external import load_external
 
 TEXT = [

@@ -4,9 +4,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lmx.config import DataConfig
-from lmx.data import load_corpus
+from lmx.data import get_tokenizer, load_corpus
 from lmx.errors import DataError
-from lmx.tokenizers import Tokenizer, get_tokenizer, train_tokenizer
+from lmx.tokenizers import Tokenizer, train_tokenizer
 from lmx.tokenizers.byte_bpe import ByteBPETokenizer
 
 TRAIN_TEXT = [

@@ -47,8 +47,8 @@ def test_architecture_loss_falls_and_eval_agrees(name, extra, tmp_path, cache_di
 
 
 def test_encoder_decoder_learns_to_copy():
-    config = dataclasses.replace(load_config("t5").model, d_model=64, n_layers=1, n_encoder_layers=1,
-                                 vocab_size=32, position__kind="t5")
+    config = load_config("t5").model.replace(d_model=64, n_layers=1, n_encoder_layers=1,
+                                             vocab_size=32, position__kind="t5")
     model = build_model(config, rngs=nnx.Rngs(0))
     graphdef, params = nnx.split(model)
     tx = optax.adam(3e-3)

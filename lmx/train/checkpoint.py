@@ -94,7 +94,9 @@ class Checkpointer:
                 restored = reader.restore(candidate, args=ocp.args.Composite(
                     state=ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True),
                     meta=ocp.args.JsonRestore()))
-            return candidate, restored["state"]["params"], restored["meta"]
+            params = restored["state"]["params"]
+            _check_every_parameter_restored(params, self.directory, candidate)
+            return candidate, params, restored["meta"]
 
         return self._first_readable(step, read)
 
@@ -106,6 +108,8 @@ class Checkpointer:
         for candidate in candidates:
             try:
                 result = read(candidate)
+            except OtherLayoutError:
+                raise  # not damage: every checkpoint of the run has the same layout
             except Exception as exc:  # orbax raises many types for damaged files
                 errors.append(f"step {candidate}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
                 continue
@@ -113,6 +117,22 @@ class Checkpointer:
                 warnings.warn("skipped unreadable checkpoints: " + "; ".join(errors), stacklevel=3)
             return result
         raise CheckpointError(f"unreadable checkpoint in {self.directory}: " + "; ".join(errors))
+
+
+class OtherLayoutError(CheckpointError):
+    """The checkpoint holds a different parameter tree (written by another lmx version or model)."""
+
+
+def _check_every_parameter_restored(params, directory: Path, step: int) -> None:
+    """A partial restore leaves parameters the checkpoint lacks as abstract placeholders: refuse them."""
+    missing = [jax.tree_util.keystr(path, simple=True, separator=".")
+               for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0] if not isinstance(leaf, jax.Array)]
+    if missing:
+        raise OtherLayoutError(
+            f"{directory}: step {step} has no {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''} "
+            f"({len(missing)} parameters missing): it was written by an older lmx or for another model (lmx 0.1 "
+            "checkpoints used the paths blocks.attn.* and blocks.mlp.*, now blocks.mixer.* and blocks.ffn.*); "
+            "it does not restore in this version: retrain, or read it with the lmx version that wrote it")
 
 
 @contextlib.contextmanager

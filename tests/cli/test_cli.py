@@ -3,10 +3,13 @@
 import json
 import math
 import re
+import shutil
 
 import pytest
 
+import lmx
 from lmx.cli import main
+from lmx.errors import CheckpointError
 
 
 def _one_line_error(capsys, *words):
@@ -158,3 +161,19 @@ def test_eval_of_a_missing_or_damaged_run(tmp_path, capsys, cli_run):
                 item.write_bytes(b"\0" * 7)
     assert main(["eval", "--run", str(damaged)]) == 2
     _one_line_error(capsys, "checkpoint")
+
+
+def test_a_checkpoint_of_another_parameter_layout_is_one_clear_error(cli_run, tmp_path, capsys):
+    """A checkpoint whose parameter tree differs from the model's (lmx 0.1 runs: blocks.attn.*, now
+    blocks.mixer.*) used to restore with placeholders and fail later with a JAX traceback. Here the
+    run's config asks for a learned position table the checkpoint never held."""
+    other = tmp_path / "other_layout"
+    shutil.copytree(cli_run, other)
+    config = json.loads((other / "config.json").read_text())
+    config["model"]["position"]["kind"] = "learned"
+    (other / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"has no positions\.\S+ .*older lmx or for another model"):
+        lmx.load(other)
+    assert main(["eval", "--run", str(other)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "older lmx" in err

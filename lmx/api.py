@@ -80,8 +80,10 @@ def evaluate_run(run: LoadedRun, batches: int | None = None) -> dict:
     data = prepare_data(config, tokenizer=run.tokenizer)
     trainer = build_trainer(config, run.tokenizer.token_bytes, token_chars=run.tokenizer.token_chars)
     params = jax.device_put(nnx.state(run.model), trainer.state_shardings["params"])
+    if batches is not None and batches < 1:
+        raise ConfigError(f"--batches: must be >= 1, got {batches}")
     valid = [to_global(b, trainer.batch_sharding)
-             for b in data.valid_batches(batches or config.train.eval_batches,
+             for b in data.valid_batches(config.train.eval_batches if batches is None else batches,
                                          jax.process_index(), jax.process_count())]
     return evaluate(trainer.eval_step, params, valid)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from lmx.api import evaluate_run, load
+from lmx.errors import ConfigError
 
 
 def add_parser(verbs) -> None:
@@ -20,6 +21,9 @@ def add_parser(verbs) -> None:
 
 
 def run(args) -> int:
+    if args.batches is not None and args.batches < 1:
+        raise ConfigError(f"--batches: must be >= 1, got {args.batches}")
+
     loaded = load(args.run, step=args.step, force_tokenizer=args.force_tokenizer)
     result = evaluate_run(loaded, batches=args.batches)
     result = {"run": str(args.run), "step": loaded.step, **result}

@@ -8,6 +8,7 @@ import json
 from lmx.api import config_info
 from lmx.cli.options import add_config_args
 from lmx.config import load_config
+from lmx.errors import ConfigError
 from lmx.parallel.report import format_report
 from lmx.train.state import sharding_report
 
@@ -26,6 +27,8 @@ def add_parser(verbs) -> None:
 
 
 def run(args) -> int:
+    if args.devices is not None and args.devices < 1:
+        raise ConfigError(f"--devices: must be >= 1, got {args.devices}")
     config = load_config(args.config, args.overrides)
     if args.sharding:
         report = sharding_report(config, n_devices=args.devices)

@@ -177,3 +177,16 @@ def test_a_checkpoint_of_another_parameter_layout_is_one_clear_error(cli_run, tm
     assert main(["eval", "--run", str(other)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "older lmx" in err
+
+
+def test_bad_counts_of_eval_and_info_are_refused(tmp_path, capsys):
+    assert main(["eval", "--run", str(tmp_path), "--batches", "0"]) == 2
+    _one_line_error(capsys, "--batches", ">= 1")
+    assert main(["info", "--config", "tiny", "--sharding", "--devices", "0"]) == 2
+    _one_line_error(capsys, "--devices", ">= 1")
+
+
+def test_resume_errors_name_the_flag_the_user_typed(tmp_path, capsys):
+    assert main(["train", "--resume", "--run-dir", str(tmp_path / "nothing")]) == 2
+    err = _one_line_error(capsys, "--run-dir:", "not an lmx run directory")
+    assert "--run:" not in err

@@ -65,4 +65,4 @@ def test_specs_map_to_mesh_axes_for_every_strategy(model):
         )
     )
     assert tp[("blocks", "mixer", "query")] == jax.sharding.PartitionSpec(None, None, "tensor", None)
-    assert tp[("blocks", "mlp", "down")] == jax.sharding.PartitionSpec(None, "tensor", None)
+    assert tp[("blocks", "ffn", "down")] == jax.sharding.PartitionSpec(None, "tensor", None)

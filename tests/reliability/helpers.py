@@ -31,7 +31,9 @@ def logged_steps(run_dir: Path) -> int:
     path = run_dir / "metrics.jsonl"
     if not path.exists():
         return 0
-    steps = [json.loads(line)["step"] for line in path.read_text().splitlines() if line.strip()]
+    # polled while the run writes: a last line without its newline is still being written
+    complete = path.read_text().split("\n")[:-1]
+    steps = [json.loads(line)["step"] for line in complete if line.strip()]
     return max(steps, default=0)
 
 

@@ -38,7 +38,7 @@ def _check_choice(value: str, choices: tuple[str, ...], field: str) -> None:
 
 
 def _check_positive(value: float, field: str) -> None:
-    _check(value > 0, field, f"must be positive, got {value}")
+    _check(value > 0 and math.isfinite(value), field, f"must be positive and finite, got {value}")
 
 
 # --- model sub-configs: each variant family's settings, taken whole by the module that implements it
@@ -826,6 +826,8 @@ def _check_value_type(value: Any, tp, key: str) -> Any:
         raise ConfigError(f"{key}: must not be None")
     if inner is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if inner is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: must be a finite number, got {value}")
     if (inner is tuple or typing.get_origin(inner) is tuple) and isinstance(value, list):
         value = tuple(value)
     expected = typing.get_origin(inner) or inner

@@ -42,6 +42,10 @@ def test_json_round_trip():
         ("model.n_kv_heads=3", "model.n_kv_heads"),
         ("optim.lr=0", "optim.lr"),
         ("optim.lr=-1", "optim.lr"),
+        ("optim.lr=inf", "optim.lr"),
+        ("optim.lr=nan", "optim.lr"),
+        ("optim.weight_decay=inf", "optim.weight_decay"),
+        ("train.preemption_grace_seconds=inf", "train.preemption_grace_seconds"),
         ("train.steps=0", "train.steps"),
         ("data.batch_size=0", "data.batch_size"),
         ("model.position.kind=wat", "model.position.kind"),
@@ -57,6 +61,13 @@ def test_bad_values_name_the_field(override, field):
         Config().with_overrides([override])
     assert field in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_non_finite_numbers_are_refused_in_python_too():
+    from lmx.config import OptimConfig
+
+    with pytest.raises(ConfigError, match="optim.lr: must be positive and finite, got inf"):
+        OptimConfig(lr=float("inf"))
 
 
 def test_from_dict_rejects_unknown_and_mistyped_keys():

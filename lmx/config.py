@@ -442,7 +442,7 @@ class DataConfig:
     corpus: str = "stdlib"
     """`stdlib` (embedded default), a file, a directory, a glob, or `hf:NAME[:SPLIT]`"""
     tokenizer: str = "byte_bpe"
-    """`file:PATH` loads an existing tokenizer file; otherwise the tokenizer kind (`byte_bpe`: byte-level BPE
+    """`file:PATH` loads an existing tokenizer file or directory (`lmx tokenizer train --out`); otherwise the tokenizer kind (`byte_bpe`: byte-level BPE
     trained on the corpus, `bytes`: raw UTF-8 bytes; see [tokenizers.md](tokenizers.md))"""
     tokenizer_train_bytes: int = 8_000_000
     """bytes of training text the BPE trainer reads"""

@@ -121,7 +121,8 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
             break
     else:
         names = " or ".join(cls.definition_file for cls in candidates)
-        raise DataError(f"data.tokenizer: {str(directory)!r} holds no {names}")
+        raise DataError(f"data.tokenizer: {str(directory)!r} holds no {names} (not a directory written by "
+                        "`lmx tokenizer train`); name a tokenizer file instead: file:PATH.json, .model or .tiktoken")
     stamp = directory / FINGERPRINT_FILE
     if stamp.is_file() and stamp.read_text(encoding="utf-8").strip() != tok.fingerprint:
         raise DataError(
@@ -146,8 +147,20 @@ def training_texts(files: Iterable[str], max_bytes: int) -> Iterator[str]:
     return take_bytes(docs, max_bytes)
 
 
+def tokenizer_directory(setting: str) -> Path | None:
+    """DIR of `file:DIR` when DIR is a directory: one written by `lmx tokenizer train` or a run's tokenizer/."""
+    if not setting.startswith(FILE_PREFIX):
+        return None
+    path = Path(setting[len(FILE_PREFIX):]).expanduser()
+    return path if path.is_dir() else None
+
+
 def tokenizer_kind(setting: str) -> str:
-    """The kind a data.tokenizer value produces: the value itself, or hf_json/sentencepiece/tiktoken for file:."""
+    """The kind a data.tokenizer value produces: the value itself, the kind saved in a `file:DIR`
+    tokenizer directory, or hf_json/sentencepiece/tiktoken for a `file:` tokenizer file."""
+    directory = tokenizer_directory(setting)
+    if directory is not None:
+        return load_tokenizer(directory).kind
     return external_kind(setting) if setting.startswith(FILE_PREFIX) else setting
 
 
@@ -168,7 +181,8 @@ def get_tokenizer(
                 raise ConfigError(
                     f"data.{key}: applies to tokenizers lmx trains, not to a file: tokenizer (leave it unset)"
                 )
-        tok = load_external(kind)
+        directory = tokenizer_directory(kind)
+        tok = load_tokenizer(directory) if directory is not None else load_external(kind)
         if tok.vocab_size > vocab_size:
             raise ConfigError(
                 f"model.vocab_size: {vocab_size} is smaller than the {tok.vocab_size} ids of {kind[len(FILE_PREFIX):]!r}"

@@ -9,7 +9,7 @@ from pathlib import Path
 from flax import nnx
 
 from lmx.config import Config
-from lmx.errors import CheckpointError
+from lmx.errors import CheckpointError, ConfigError
 from lmx.tokenizers import Tokenizer
 from lmx.train.checkpoint import Checkpointer, abstract_with_shardings
 from lmx.train.run_dir import read_run_config
@@ -30,7 +30,6 @@ def config_for_these_devices(config: Config) -> Config:
     the saved `mesh.shape` does not fit them (checkpoints restore into any mesh)."""
     import jax
 
-    from lmx.errors import ConfigError
     from lmx.parallel.mesh import resolve_mesh_shape
 
     try:
@@ -86,8 +85,10 @@ def evaluate_run(run: LoadedRun, batches: int | None = None) -> dict:
     data = prepare_data(config, tokenizer=run.tokenizer)
     trainer = build_trainer(config, run.tokenizer.token_bytes, token_chars=run.tokenizer.token_chars)
     params = jax.device_put(nnx.state(run.model), trainer.state_shardings["params"])
+    if batches is not None and batches < 1:
+        raise ConfigError(f"--batches: must be >= 1, got {batches}")
     valid = [to_global(b, trainer.batch_sharding)
-             for b in data.valid_batches(batches or config.train.eval_batches,
+             for b in data.valid_batches(config.train.eval_batches if batches is None else batches,
                                          jax.process_index(), jax.process_count())]
     return evaluate(trainer.eval_step, params, valid)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from lmx.errors import ConfigError
+
 
 def add_parser(verbs) -> None:
     evaluate = verbs.add_parser("eval", help="evaluate a run's checkpoint on held-out data",
@@ -19,6 +21,9 @@ def add_parser(verbs) -> None:
 
 def run(args) -> int:
     from lmx.api import evaluate_run, load
+
+    if args.batches is not None and args.batches < 1:
+        raise ConfigError(f"--batches: must be >= 1, got {args.batches}")
 
     loaded = load(args.run, step=args.step, force_tokenizer=args.force_tokenizer)
     result = evaluate_run(loaded, batches=args.batches)

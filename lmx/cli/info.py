@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from lmx.cli.options import add_config_args
+from lmx.errors import ConfigError
 
 
 def add_parser(verbs) -> None:
@@ -24,6 +25,8 @@ def add_parser(verbs) -> None:
 def run(args) -> int:
     from lmx.config import load_config
 
+    if args.devices is not None and args.devices < 1:
+        raise ConfigError(f"--devices: must be >= 1, got {args.devices}")
     config = load_config(args.config, args.overrides)
     if args.sharding:
         from lmx.parallel.report import format_report

@@ -31,7 +31,7 @@ def run(args) -> int:
     if args.resume and args.config is None:
         if not args.run_dir:
             raise LmxError("--resume: name the run to continue with --run-dir DIR")
-        config = read_run_config(Path(args.run_dir)).with_overrides(args.overrides)
+        config = read_run_config(Path(args.run_dir), option="--run-dir").with_overrides(args.overrides)
     else:
         config = load_config(args.config or "default", args.overrides)
     summary = train(config, run_dir=args.run_dir, resume=args.resume, force=args.force,

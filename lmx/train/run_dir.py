@@ -24,14 +24,15 @@ def default_run_dir(config: Config) -> Path:
     return Path("runs") / f"{config.name}-{stamp}"
 
 
-def read_run_config(run_dir: Path) -> Config:
+def read_run_config(run_dir: Path, option: str = "--run") -> Config:
+    """The config.json of a run; `option` is the command-line flag that named the directory."""
     path = Path(run_dir) / "config.json"
     if not path.is_file():
-        raise CheckpointError(f"--run: {run_dir} is not an lmx run directory (no config.json)")
+        raise CheckpointError(f"{option}: {run_dir} is not an lmx run directory (no config.json)")
     try:
         return Config.from_dict(json.loads(path.read_text()))
     except json.JSONDecodeError as exc:
-        raise CheckpointError(f"--run: {path} is not valid JSON: {exc}") from None
+        raise CheckpointError(f"{option}: {path} is not valid JSON: {exc}") from None
 
 
 def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:

@@ -110,3 +110,16 @@ def test_eval_of_a_missing_or_damaged_run(tmp_path, capsys, cli_run):
                 item.write_bytes(b"\0" * 7)
     assert main(["eval", "--run", str(damaged)]) == 2
     _one_line_error(capsys, "checkpoint")
+
+
+def test_bad_counts_of_eval_and_info_are_refused(tmp_path, capsys):
+    assert main(["eval", "--run", str(tmp_path), "--batches", "0"]) == 2
+    _one_line_error(capsys, "--batches", ">= 1")
+    assert main(["info", "--config", "tiny", "--sharding", "--devices", "0"]) == 2
+    _one_line_error(capsys, "--devices", ">= 1")
+
+
+def test_resume_errors_name_the_flag_the_user_typed(tmp_path, capsys):
+    assert main(["train", "--resume", "--run-dir", str(tmp_path / "nothing")]) == 2
+    err = _one_line_error(capsys, "--run-dir:", "not an lmx run directory")
+    assert "--run:" not in err

@@ -66,8 +66,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, ca
                  "--set", f"data.cache_dir={cache_dir}", "--set", override])
     assert code == 2
     _one_line_error(capsys, *words)
-    if "corpus" not in override:
-        assert not run_dir.exists()
+    assert not run_dir.exists()  # nothing written, a refused corpus included
 
 
 def test_empty_corpus_is_refused(tmp_path, capsys, cache_dir):

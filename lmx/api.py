@@ -44,10 +44,12 @@ def config_for_these_devices(config: Config) -> Config:
 
 def load(run_dir, step: int | None = None, force_tokenizer: bool = False) -> LoadedRun:
     """Read config.json and the tokenizer, restore the parameters of the checkpoint at `step`
-    (default: the newest readable one); the optimizer state stays on disk.
+    (default: the newest one) and verify them against its checksums; the optimizer state stays on disk.
 
-    The parameters are restored into the run's mesh, or into data parallelism over this machine's
-    devices when the run's `mesh.shape` does not fit them.
+    A checkpoint that cannot be read or does not verify is a CheckpointError naming it and the array
+    (the newest one too: name an earlier `step` to use that). Takes no lock: it can read a run that is
+    still training. The parameters are restored into the run's mesh, or into data parallelism over
+    this machine's devices when the run's `mesh.shape` does not fit them.
     """
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
@@ -55,7 +57,7 @@ def load(run_dir, step: int | None = None, force_tokenizer: bool = False) -> Loa
     checkpoints = run_dir / "checkpoints"
     if not checkpoints.is_dir():
         raise CheckpointError(f"--run: {run_dir} has no checkpoints/ directory")
-    checkpointer = Checkpointer(checkpoints, keep=config.train.keep_checkpoints, async_save=False)
+    checkpointer = Checkpointer(checkpoints, keep=config.train.keep_checkpoints, async_save=False, writer=False)
     try:
         if checkpointer.latest_step() is None:
             raise CheckpointError(f"--run: {run_dir} has no finished checkpoint")

@@ -398,8 +398,9 @@ class ModelConfig:
             _check(position.kind not in ("alibi", "t5"), "model.attention.kernel",
                    f"attention.kernel=splash cannot add a logit bias (position.kind={position.kind}); use xla or plain")
         if position.rotary:
+            derived = "" if self.head_dim else f" (d_model {self.d_model} / n_heads {self.n_heads})"
             _check(self.resolved_head_dim % 2 == 0, "model.head_dim",
-                   f"position.kind={position.kind} needs an even head dimension")
+                   f"position.kind={position.kind} needs an even head dimension, got {self.resolved_head_dim}{derived}")
 
     def replace(self, **overrides: Any) -> ModelConfig:
         """Copy with overrides relative to `model`, dotted or with `__` for the dots:
@@ -442,7 +443,7 @@ class DataConfig:
     corpus: str = "stdlib"
     """`stdlib` (embedded default), a file, a directory, a glob, or `hf:NAME[:SPLIT]`"""
     tokenizer: str = "byte_bpe"
-    """`file:PATH` loads an existing tokenizer file; otherwise the tokenizer kind (`byte_bpe`: byte-level BPE
+    """`file:PATH` loads an existing tokenizer file or directory (`lmx tokenizer train --out`); otherwise the tokenizer kind (`byte_bpe`: byte-level BPE
     trained on the corpus, `bytes`: raw UTF-8 bytes; see [tokenizers.md](tokenizers.md))"""
     tokenizer_train_bytes: int = 8_000_000
     """bytes of training text the BPE trainer reads"""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from lmx.cli import eval as eval_verb
 from lmx.cli import generate, info, tokenizer, train
@@ -26,8 +27,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_notices(verb: str, default):
+    """A `warnings.showwarning` that prints lmx's own notices (lmx.train.checkpoint.CheckpointNotice: a
+    damaged checkpoint passed over, one without checksums) as one line, like errors; other warnings go
+    to `default`."""
+    from lmx.train.checkpoint import CheckpointNotice
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, CheckpointNotice):
+            print(f"lmx {verb}: {' '.join(str(message).split())}", file=sys.stderr, flush=True)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    default_show = warnings.showwarning
+    warnings.showwarning = _one_line_notices(args.verb, default_show)
+    try:
+        return _run(args)
+    finally:
+        warnings.showwarning = default_show
+
+
+def _run(args) -> int:
     try:
         if args.verb in ("train", "eval"):  # multi-process runs: start jax.distributed before any device use
             initialize_from_env()

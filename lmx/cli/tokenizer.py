@@ -7,7 +7,7 @@ from pathlib import Path
 
 from lmx.config import DataConfig
 from lmx.data import stdlib_sample, training_texts
-from lmx.errors import ConfigError
+from lmx.errors import ConfigError, DataError
 from lmx.registry import NORMALIZATIONS, TOKENIZERS
 from lmx.tokenizers import load_any, text_stats, train_tokenizer
 
@@ -59,6 +59,9 @@ def _cmd_train(args) -> int:
         raise ConfigError(f"--max-bytes: must be >= 0, got {args.max_bytes}")
     if args.num_sentinels < 0:
         raise ConfigError(f"--num-sentinels: must be >= 0, got {args.num_sentinels}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out: {out} exists and is not a directory (the tokenizer is written into a directory)")
     counted = {"bytes": 0, "docs": 0}
 
     def counting(texts):
@@ -70,7 +73,10 @@ def _cmd_train(args) -> int:
     texts = counting(training_texts(args.files, args.max_bytes))
     tok = train_tokenizer(args.kind, texts, args.vocab_size, 0, special_tokens=args.special_tokens,
                           num_sentinels=args.num_sentinels, normalization=args.normalization)
-    out = tok.save(Path(args.out))
+    try:
+        out = tok.save(out)
+    except OSError as exc:
+        raise ConfigError(f"--out: cannot write {out}: {exc.strerror or exc}") from None
     info = {
         "out": str(out),
         "kind": tok.kind,
@@ -91,6 +97,9 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_inspect(args) -> int:
+    if not Path(args.tokenizer).expanduser().exists():
+        raise DataError(f"{args.tokenizer}: does not exist (give a directory written by `lmx tokenizer train`, a "
+                        "run's tokenizer/, or a .json, .model or .tiktoken file)")
     tok = load_any(args.tokenizer)
     source = "--text" if args.text is not None else f"stdlib validation sample ({args.sample_bytes:,} bytes)"
     text = args.text if args.text is not None else stdlib_sample(args.sample_bytes)

@@ -5,6 +5,10 @@ which is exactly the block of the batch its devices hold under `jax.make_array_f
 so the assembled global batch equals the one a single process would build. The training iterator's
 `get_state()` is a small JSON-serialisable dict; `set_state` on a freshly built iterator (same data,
 config, seed and process) continues with exactly the batches the original would have produced.
+
+The global batch g is the shuffled windows [g * batch_size, (g + 1) * batch_size) whatever the process
+count, so a checkpoint stores the data position as a global example index (`data_position`) and
+`iterator_state_at` splits it again for the processes that resume, however many they are.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import numpy as np
 from lmx.config import DataConfig
 from lmx.data.objectives import example_rng
 from lmx.data.windows import EXAMPLE_KEYS, PackedWindows
-from lmx.errors import ConfigError
+from lmx.errors import CheckpointError, ConfigError
 
 
 def local_batch_size(data_config: DataConfig, process_index: int, process_count: int) -> int:
@@ -98,3 +102,24 @@ def valid_batches(
         keys = EXAMPLE_KEYS if objective is None else list(examples[0])
         batches.append({key: np.stack([ex[key] for ex in examples]) for key in keys})
     return batches
+
+
+def data_position(iterator_state: dict, data_config: DataConfig) -> dict:
+    """What a checkpoint stores of a training iterator's state: the global example index (windows of the
+    shuffled stream consumed by every process together) and the global batch size. The same on every
+    process: each one's iterator has taken the same number of global batches."""
+    batches = int(iterator_state["next_index"])
+    return {"global_example_index": batches * data_config.batch_size, "global_batch_size": data_config.batch_size}
+
+
+def iterator_state_at(position: dict, data_config: DataConfig) -> dict:
+    """The `set_state` argument that continues a fresh iterator (any process of any process count)
+    at the saved `data_position` (or the bare iterator state of checkpoints written before it)."""
+    if "global_example_index" not in position:
+        return {"next_index": int(position["next_index"])}  # one global batch per iterator step, as now
+    index = int(position["global_example_index"])
+    if index % data_config.batch_size:
+        raise CheckpointError(
+            f"data.batch_size: the checkpoint's data position {index} (saved with global batch "
+            f"{position.get('global_batch_size')}) is not a whole number of batches of {data_config.batch_size}")
+    return {"next_index": index // data_config.batch_size}

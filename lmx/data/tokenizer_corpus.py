@@ -25,6 +25,7 @@ from lmx.tokenizers import (
     load_external,
     load_tokenizer,
     take_bytes,
+    tokenizer_directory,
     train_tokenizer,
 )
 from lmx.tokenizers.external import FILE_PREFIX
@@ -49,7 +50,8 @@ def get_tokenizer(
                 raise ConfigError(
                     f"data.{key}: applies to tokenizers lmx trains, not to a file: tokenizer (leave it unset)"
                 )
-        tok = load_external(kind)
+        directory = tokenizer_directory(kind)
+        tok = load_tokenizer(directory) if directory is not None else load_external(kind)
         if tok.vocab_size > vocab_size:
             raise ConfigError(
                 f"model.vocab_size: {vocab_size} is smaller than the {tok.vocab_size} ids of {kind[len(FILE_PREFIX):]!r}"

@@ -150,3 +150,37 @@ def process_batch_rows(sharding, global_batch: int) -> np.ndarray:
     starts = sorted({(idx[0].start or 0, idx[0].stop if idx[0].stop is not None else global_batch)
                      for idx in index_map.values()})
     return np.concatenate([np.arange(a, b) for a, b in starts]) if starts else np.arange(0)
+
+
+def on_process_zero(fn):
+    """Run `fn()` on process 0 only (file-system work on a run directory) and return its result there.
+
+    An LmxError it raises is raised on every process with the same message, so the others stop too
+    instead of waiting at their next collective for a process that has exited. With one process this
+    is just `fn()`.
+    """
+    from lmx import errors
+
+    result, error = None, None
+    if jax.process_index() == 0:
+        try:
+            result = fn()
+        except errors.LmxError as exc:
+            error = exc
+    if jax.process_count() == 1:
+        if error is not None:
+            raise error
+        return result
+    from jax.experimental import multihost_utils
+
+    message = f"{type(error).__name__}:{error}".encode()[:4096] if error is not None else b""
+    buffer = np.zeros(4096, np.uint8)
+    buffer[:len(message)] = np.frombuffer(message, np.uint8)
+    shared = bytes(np.asarray(multihost_utils.broadcast_one_to_all(buffer)).astype(np.uint8)).rstrip(b"\0")
+    if error is not None:
+        raise error
+    if shared:
+        name, _, text = shared.decode(errors="replace").partition(":")
+        cls = getattr(errors, name, errors.LmxError)
+        raise cls(f"{text} (reported by process 0)")
+    return result

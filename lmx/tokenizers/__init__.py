@@ -18,6 +18,7 @@ from lmx.tokenizers.registry import (
     load_any,
     load_tokenizer,
     take_bytes,
+    tokenizer_directory,
     tokenizer_kind,
     train_tokenizer,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "load_tokenizer",
     "take_bytes",
     "text_stats",
+    "tokenizer_directory",
     "tokenizer_kind",
     "train_tokenizer",
 ]

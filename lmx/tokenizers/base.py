@@ -206,7 +206,8 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
             break
     else:
         names = " or ".join(cls.definition_file for cls in candidates)
-        raise DataError(f"data.tokenizer: {str(directory)!r} holds no {names}")
+        raise DataError(f"data.tokenizer: {str(directory)!r} holds no {names} (not a directory written by "
+                        "`lmx tokenizer train`); name a tokenizer file instead: file:PATH.json, .model or .tiktoken")
     stamp = directory / FINGERPRINT_FILE
     if stamp.is_file() and stamp.read_text(encoding="utf-8").strip() != tok.fingerprint:
         raise DataError(

@@ -95,6 +95,18 @@ def load_any(spec: str) -> Tokenizer:
     return load_tokenizer(spec) if Path(spec).is_dir() else load_external(spec)
 
 
+def tokenizer_directory(setting: str) -> Path | None:
+    """DIR of `file:DIR` when DIR is a directory: one written by `lmx tokenizer train` or a run's tokenizer/."""
+    if not setting.startswith(FILE_PREFIX):
+        return None
+    path = Path(setting[len(FILE_PREFIX):]).expanduser()
+    return path if path.is_dir() else None
+
+
 def tokenizer_kind(setting: str) -> str:
-    """The kind a data.tokenizer value produces: the value itself, or hf_json/sentencepiece/tiktoken for file:."""
+    """The kind a data.tokenizer value produces: the value itself, the kind saved in a `file:DIR`
+    tokenizer directory, or hf_json/sentencepiece/tiktoken for a `file:` tokenizer file."""
+    directory = tokenizer_directory(setting)
+    if directory is not None:
+        return load_tokenizer(directory).kind
     return external_kind(setting) if setting.startswith(FILE_PREFIX) else setting

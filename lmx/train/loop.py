@@ -12,11 +12,13 @@ continues with exactly the batches and losses of an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import platform
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,20 +34,28 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from lmx.config import Config
 from lmx.data import prepare_data
+from lmx.data.pipeline import data_position, iterator_state_at
 from lmx.errors import CheckpointError, ConfigError
 from lmx.eval import evaluate
 from lmx.nn import flops_per_token, param_count
 from lmx.parallel import STRATEGIES, make_mesh
 from lmx.parallel.activations import with_activation_sharding
-from lmx.parallel.distributed import check_config_agreement
+from lmx.parallel.distributed import check_config_agreement, on_process_zero
 from lmx.parallel.shardings import batch_sharding, data_parallel_size, tree_shardings
-from lmx.train.checkpoint import Checkpointer, abstract_with_shardings
+from lmx.train.checkpoint import Checkpointer, CheckpointNotice, abstract_with_shardings
 from lmx.train.hooks import Hook, StepEvent, standard_hooks
 from lmx.train.metrics import MetricsWriter
 from lmx.train.optimizer import make_optimizer
 from lmx.train.preemption import PreemptionGuard
 from lmx.train.progress import TrainProgress
-from lmx.train.run_dir import check_free_space, checkpoint_bytes, default_run_dir, prepare_run_dir
+from lmx.train.run_dir import (
+    RunLock,
+    check_free_space,
+    check_run_dir,
+    checkpoint_bytes,
+    default_run_dir,
+    prepare_run_dir,
+)
 from lmx.train.state import TrainState, init_train_state, seeded_model
 from lmx.train.step import make_eval_step, make_train_step
 from lmx.version import __version__
@@ -172,6 +182,10 @@ def train(
 ) -> dict:
     """Train `config` into `run_dir`; returns the summary dict also written to summary.json.
 
+    Everything that can be checked is checked before the run directory is created or changed: devices,
+    mesh, batch divisibility, free space, the directory itself, the corpus and the tokenizer. The
+    directory is then locked (RunLock) for as long as this call runs.
+
     SIGTERM/SIGINT save a checkpoint at the next step boundary and return normally (summary
     `status: "preempted"`); `lmx train --resume` continues from there. `hooks` (lmx.train.hooks)
     run after the built-in ones at each step where they are due, before the preemption check.
@@ -182,22 +196,46 @@ def train(
     check_parallelism(config, mesh)
     check_config_agreement(config)
     check_free_space(run_dir, checkpoint_bytes(config), config.train.keep_checkpoints)
-    if jax.process_index() == 0:
-        prepare_run_dir(run_dir, config, resume=resume, force=force)
-    log = TrainProgress(config.train.steps, 0, console=console, enabled=show_progress)
-    data = prepare_data(config, log=log.message)
-    trainer = build_trainer(config, data.tokenizer.token_bytes, mesh=mesh, token_chars=data.tokenizer.token_chars)
+    on_process_zero(lambda: check_run_dir(run_dir, config, resume=resume, force=force))
+    lock = RunLock(run_dir)
+    # a run directory that has a lock file is locked at once, so a second process is refused before any work
+    # (creating one waits until the input is validated: a refused command writes nothing)
+    on_process_zero(lambda: lock.acquire() if lock.path.is_file() else None)
+    try:
+        log = TrainProgress(config.train.steps, 0, console=console, enabled=show_progress)
+        data = prepare_data(config, log=log.message)
+        trainer = build_trainer(config, data.tokenizer.token_bytes, mesh=mesh,
+                                token_chars=data.tokenizer.token_chars)
+
+        def open_run_dir():  # the first write to run_dir: everything above only read and checked
+            if not lock.held:
+                lock.acquire()
+            prepare_run_dir(run_dir, config, resume=resume, force=force)
+
+        on_process_zero(open_run_dir)
+        return _train_locked(config, run_dir, resume, show_progress, console, force_tokenizer, hooks, data,
+                             trainer, log, wall_start)
+    finally:
+        lock.release()
+
+
+def _train_locked(config: Config, run_dir: Path, resume: bool, show_progress: bool, console, force_tokenizer: bool,
+                  hooks: Sequence[Hook], data, trainer: Trainer, log: TrainProgress, wall_start: float) -> dict:
+    """`train` once the run directory is checked, prepared and locked."""
     checkpointer = Checkpointer(
         run_dir / "checkpoints", keep=config.train.keep_checkpoints, async_save=config.train.async_checkpointing
     )
+    checkpointer.continue_hint = f"continue with: lmx train --resume --run-dir {run_dir}"
     iterator = data.train_iterator(config.data.shuffle_seed, jax.process_index(), jax.process_count())
     start_step = 0
     if resume and checkpointer.latest_step() is not None:
         abstract = abstract_with_shardings(trainer.abstract_state, trainer.state_shardings)
-        start_step, state, data_state, meta = checkpointer.restore(abstract)
+        start_step, state, data_state, meta = checkpointer.restore(abstract, fallback=True)
         if not force_tokenizer:
             check_tokenizer_fingerprint(meta, data.tokenizer.fingerprint, "--resume")
-        iterator.set_state(data_state)
+        iterator.set_state(iterator_state_at(data_state, config.data))
+        if checkpointer.skipped:
+            _set_aside_damaged(checkpointer, start_step)
         log.message(f"resumed {run_dir} at step {start_step}")
     else:
         state = trainer.init_state()
@@ -214,15 +252,22 @@ def train(
     try:
         with guard:
             state = loop.run(state, start_step, show_progress, console)
-    finally:
-        loop.progress_close()
-        try:
+    except BaseException:
+        loop.progress_close()  # the first error is the one to report: closing must not replace it
+        with contextlib.suppress(Exception):
             checkpointer.close()
-        except Exception as exc:  # a failed asynchronous save surfaces here
-            raise CheckpointError(f"saving a checkpoint to {run_dir / 'checkpoints'} failed: {exc}; "
-                                  "earlier checkpoints are intact") from None
         if writer:
-            writer.close()
+            writer.close(quiet=True)
+        raise
+    loop.progress_close()
+    try:
+        checkpointer.close()  # raises CheckpointError naming the step if the last background save failed
+    except BaseException:
+        if writer:
+            writer.close(quiet=True)
+        raise
+    if writer:
+        writer.close()
     loop.end(state)  # the hooks' end work: the final evaluation if none ran, the greedy samples
 
     summary = _summary(config, data, loop, loop.eval_result, loop.samples, run_dir,
@@ -232,6 +277,31 @@ def train(
         tmp.write_text(json.dumps(summary, indent=2, default=str))
         os.replace(tmp, run_dir / "summary.json")
     return summary
+
+
+def _set_aside_damaged(checkpointer: Checkpointer, start_step: int) -> None:
+    """After resuming from an older step: say so in one line, and rename the damaged newer steps
+    (checkpoints/STEP -> STEP.damaged) so the run can save those steps again; the bytes stay for a look."""
+    skipped = checkpointer.skipped
+    steps = ", ".join(str(step) for step, _ in skipped)
+    reasons = "; ".join(f"step {step}: {reason}" for step, reason in skipped)
+    warnings.warn(f"checkpoint{'s' if len(skipped) > 1 else ''} {steps} in {checkpointer.directory} "
+                  f"failed verification ({reasons}); resuming from step {start_step}, the newest that verifies "
+                  f"(the damaged ones are kept as STEP.damaged)", CheckpointNotice, stacklevel=3)
+
+    def rename():
+        for step, _ in skipped:
+            source = checkpointer.directory / str(step)
+            target = checkpointer.directory / f"{step}.damaged"
+            n = 1
+            while target.exists():
+                n += 1
+                target = checkpointer.directory / f"{step}.damaged{n}"
+            if source.exists():
+                source.rename(target)
+
+    on_process_zero(rename)
+    checkpointer.manager.reload()
 
 
 class TrainLoop:
@@ -278,6 +348,7 @@ class TrainLoop:
             for hook in self.hooks:
                 if hook.due(event):
                     hook(self, event)
+            self.checkpointer.check()  # a background save that failed stops the run now, naming its step
             if self.stopped:
                 break
         return state
@@ -300,13 +371,8 @@ class TrainLoop:
 
     def save(self, step: int, state: TrainState) -> None:
         """Checkpoint `state` with the iterator state and run metadata (asynchronous when configured)."""
-        try:
-            self.checkpointer.save(step, state, self.iterator.get_state(), _meta(self.config, self.data, step))
-        except Exception as exc:
-            raise CheckpointError(
-                f"saving the checkpoint of step {step} to {self.checkpointer.directory} failed: "
-                f"{type(exc).__name__}: {exc}; earlier checkpoints are intact"
-            ) from None
+        position = data_position(self.iterator.get_state(), self.config.data)
+        self.checkpointer.save(step, state, position, _meta(self.config, self.data, step))  # CheckpointError on failure
         self.saved_step = step
 
     def stop(self, status: str) -> None:

@@ -1,14 +1,20 @@
-"""Run directories: create, check that an existing one holds the same config, and find files.
+"""Run directories: check, lock, create, and find files.
 
-runs/NAME/ config.json, tokenizer/, checkpoints/, metrics.jsonl, events/, summary.json
+runs/NAME/ config.json, tokenizer/, checkpoints/, metrics.jsonl, events/, summary.json, .lock
+
+`check_run_dir` refuses a directory that cannot be used (before anything is written);
+`RunLock` is the exclusive lock a training process holds on the directory; `prepare_run_dir`
+(under the lock) writes config.json, or clears the directory for `--force`.
 """
 
 from __future__ import annotations
 
 import datetime
+import fcntl
 import json
 import os
 import shutil
+import socket
 from pathlib import Path
 
 from lmx.config import Config
@@ -70,8 +76,9 @@ def check_free_space(run_dir: Path, bytes_per_checkpoint: int, keep: int) -> Non
         )
 
 
-def prepare_run_dir(run_dir: Path, config: Config, resume: bool, force: bool) -> None:
-    """Check an existing directory before anything is written; create it for a new run.
+def check_run_dir(run_dir: Path, config: Config, resume: bool, force: bool) -> str:
+    """Refuse a directory this run cannot use, writing nothing; returns what `prepare_run_dir` will do:
+    "resume", "overwrite" (--force on an existing run) or "create".
 
     A directory holding a different config is refused unless `force`; one holding the same config
     must be continued with `resume` or restarted with `force` (which deletes its previous files).
@@ -81,10 +88,13 @@ def prepare_run_dir(run_dir: Path, config: Config, resume: bool, force: bool) ->
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--run-dir: {run_dir} exists and is not a directory")
     if saved.is_file():
-        old = json.loads(saved.read_text())
+        try:
+            old = json.loads(saved.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"--run-dir: {saved} cannot be read ({exc}); pass --force to start over") from None
         diff = _differences(old, config.to_dict())
         if resume and not diff:
-            return
+            return "resume"
         if not force:
             if diff:
                 raise CheckpointError(
@@ -95,14 +105,27 @@ def prepare_run_dir(run_dir: Path, config: Config, resume: bool, force: bool) ->
                 f"--run-dir: {run_dir} already holds this run; pass --resume to continue it "
                 "or --force to start over"
             )
+        return "overwrite"
+    if resume:
+        raise CheckpointError(f"--resume: {run_dir} holds no run to resume (no config.json)")
+    return "create"
+
+
+def prepare_run_dir(run_dir: Path, config: Config, resume: bool, force: bool) -> None:
+    """`check_run_dir`, then write config.json (a new run) or clear the directory (`force`). Call it
+    holding the directory's RunLock."""
+    run_dir = Path(run_dir)
+    saved = run_dir / "config.json"
+    action = check_run_dir(run_dir, config, resume, force)
+    if action == "resume":
+        return
+    if action == "overwrite":
         for name in RUN_FILES:
             target = run_dir / name
             if target.is_dir():
                 shutil.rmtree(target)
             elif target.exists():
                 target.unlink()
-    elif resume:
-        raise CheckpointError(f"--resume: {run_dir} holds no run to resume (no config.json)")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".lmx-write-test"
@@ -113,3 +136,59 @@ def prepare_run_dir(run_dir: Path, config: Config, resume: bool, force: bool) ->
         os.replace(tmp, saved)
     except OSError as exc:
         raise CheckpointError(f"--run-dir: cannot write to {run_dir}: {exc.strerror or exc}") from None
+
+
+LOCK_FILE = ".lock"
+
+
+class RunLock:
+    """An exclusive lock on a run directory, held by the process that trains into it.
+
+    An OS file lock (`flock` on RUN/.lock): the kernel releases it when the process exits in any
+    way, `kill -9` included, so no stale lock is ever left. The file holds the holder's pid and host,
+    which a refused second process names. Readers (`lmx eval`, `lmx generate`, `lmx.load`) take no
+    lock: Orbax makes a checkpoint visible only once it is complete. (flock is local to one machine
+    or a filesystem that implements it; on a network filesystem without it, start one writer.)
+    """
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        """Create the directory if needed and take the lock; CheckpointError naming the holder if taken."""
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise CheckpointError(f"--run-dir: cannot write to {self.run_dir}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").split()
+            os.close(fd)
+            who = f"pid {holder[0]}" + (f" on {holder[1]}" if len(holder) > 1 and holder[1] != socket.gethostname()
+                                         else "") if holder else "another process"
+            raise CheckpointError(
+                f"--run-dir: {self.run_dir} is in use by another lmx train ({who}); wait for it to finish or "
+                "stop it (its lock is released when it exits)") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)  # closing the descriptor releases the flock
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

@@ -5,7 +5,10 @@ import json
 import pytest
 
 from lmx.cli import main
-from lmx.tokenizers import Tokenizer
+from lmx.config import DataConfig
+from lmx.data import get_tokenizer
+from lmx.data.corpus import load_corpus
+from lmx.tokenizers import Tokenizer, tokenizer_kind
 
 
 def _json_out(capsys):
@@ -45,9 +48,10 @@ def test_inspect_a_file_and_the_bytes_kind(tmp_path, capsys):
 
 
 def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
-    assert main(["tokenizer", "inspect", str(tmp_path / "missing.json"), "--text", "x"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "data.tokenizer" in err and "missing.json" in err
+    for missing in ("missing.json", "missing-dir"):
+        assert main(["tokenizer", "inspect", str(tmp_path / missing), "--text", "x"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and missing in err and "does not exist" in err
     assert main(["tokenizer", "train", "--kind", "bpe", "--vocab-size", "100", "--out", str(tmp_path / "t"),
                  str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
@@ -55,3 +59,26 @@ def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
     assert main(["tokenizer", "train", "--kind", "bpe", "--vocab-size", "400", "--out", str(tmp_path / "t"),
                  str(tmp_path / "nothing-here")]) == 2
     assert "data.corpus" in capsys.readouterr().err
+
+
+def test_out_naming_an_existing_file_is_refused_before_training(tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    assert main(["tokenizer", "train", "--kind", "bytes", "--vocab-size", "259", "--out", str(taken)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--out" in err and "not a directory" in err
+    assert taken.read_text() == "a file"
+
+
+def test_a_directory_written_by_tokenizer_train_is_accepted_as_file_dir(text_dir, tmp_path, capsys):
+    out = tmp_path / "tok"
+    assert main(["tokenizer", "train", "--kind", "bpe", "--vocab-size", "300", "--out", str(out), str(text_dir)]) == 0
+    capsys.readouterr()
+    saved = Tokenizer.load(out)
+    setting = f"file:{out}"
+    assert tokenizer_kind(setting) == "bpe"
+    tok = get_tokenizer(DataConfig(tokenizer=setting), 320, load_corpus(str(text_dir)))
+    assert tok.fingerprint == saved.fingerprint
+    assert main(["tokenizer", "inspect", str(tmp_path), "--text", "x"]) == 2  # a directory without a tokenizer
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "name a tokenizer file" in err

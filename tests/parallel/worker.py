@@ -201,8 +201,40 @@ def scenario_mp_config(coordinator: str, process_id: str) -> dict:
     return {"process": jax.process_index(), "error": error_of(lambda: check_config_agreement(differing))}
 
 
+def scenario_elastic_train(coordinator: str, process_id: str, processes: str, run_dir: str, cache_dir: str,
+                           stop_at: str, resume: str) -> dict:
+    """`lmx.train.loop.train` of tiny (8 steps, checkpoints every 4) on this process count ("-" as the
+    coordinator: one process), stopping after step `stop_at` (0: never) or resuming; reports the token ids
+    of every global batch this process saw, by step and global row."""
+    from lmx.config import load_config
+    from lmx.train.hooks import hook
+    from lmx.train.loop import train
+
+    if coordinator != "-":
+        _init_process(coordinator, process_id, processes)
+    config = load_config("tiny", [f"data.cache_dir={cache_dir}", "train.log_every=1", "train.eval_every=8",
+                                  "train.checkpoint_every=4", "eval.sample_tokens=0"])
+    batches = {}
+
+    @hook(every=1)
+    def record(loop, event):
+        rows = {}
+        for shard in event.batch["inputs"].addressable_shards:
+            if shard.replica_id == 0:
+                start = shard.index[0].start or 0
+                for offset, row in enumerate(np.asarray(shard.data)):
+                    rows[start + offset] = row.tolist()
+        batches[event.step] = rows
+        if event.step == int(stop_at):
+            loop.stop("preempted")
+
+    summary = train(config, run_dir=run_dir, resume=resume == "1", show_progress=False, hooks=[record])
+    return {"process": jax.process_index(), "processes": jax.process_count(), "devices": jax.device_count(),
+            "status": summary["status"], "resumed_from": summary["resumed_from"], "batches": batches}
+
+
 SCENARIOS = {"strategies": scenario_strategies, "restore": scenario_restore,
-             "mp_batch": scenario_mp_batch, "mp_config": scenario_mp_config}
+             "mp_batch": scenario_mp_batch, "mp_config": scenario_mp_config, "elastic_train": scenario_elastic_train}
 
 if __name__ == "__main__":
     result = SCENARIOS[sys.argv[1]](*sys.argv[2:])

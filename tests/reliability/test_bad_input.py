@@ -83,11 +83,11 @@ def test_full_disk_is_refused_before_training(tiny, tmp_path, monkeypatch):
     assert not (tmp_path / "run").exists()
 
 
-def test_tokenizer_mismatch_is_refused_unless_forced(tiny, tmp_path):
+def test_tokenizer_mismatch_is_refused_unless_forced(tiny, trained_run, tmp_path):
     from lmx.train.loop import train
 
     run = tmp_path / "run"
-    train(tiny, run_dir=run, show_progress=False)
+    shutil.copytree(trained_run, run)
     other = tiny.replace(**{"data.tokenizer_train_bytes": 150_000, "train.steps": 12})
     (run / "config.json").write_text(other.to_json())
     with pytest.raises(CheckpointError) as info:
@@ -96,3 +96,55 @@ def test_tokenizer_mismatch_is_refused_unless_forced(tiny, tmp_path):
     assert re.search(r"[0-9a-f]{16} differs from the checkpoint's [0-9a-f]{16}", str(info.value))
     summary = train(other, run_dir=run, resume=True, show_progress=False, force_tokenizer=True)
     assert summary["steps"] == 12
+
+
+def _refused_inputs(tmp_path) -> dict[str, tuple[str, str]]:
+    """name -> (--set override, a word the one-line error must contain)."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import models
+
+    empty = tmp_path / "empty-corpus"
+    empty.mkdir()
+    bad = tmp_path / "bad-tokenizer.json"
+    bad.write_text("{ not json")
+    big = tmp_path / "big-tokenizer.json"  # 400 words: more ids than tiny's model.vocab_size of 320
+    vocab = {f"w{i}": i for i in range(400)}
+    HFTokenizer(models.WordLevel(vocab, unk_token="w0")).save(str(big))
+    return {
+        "missing corpus": (f"data.corpus={tmp_path / 'no-such-corpus'}", "data.corpus"),
+        "empty corpus": (f"data.corpus={empty}", "data.corpus"),
+        "glob without a match": (f"data.corpus={tmp_path / '*.nothing'}", "data.corpus"),
+        "bad tokenizer file": (f"data.tokenizer=file:{bad}", "data.tokenizer"),
+        "vocabulary too large": (f"data.tokenizer=file:{big}", "model.vocab_size"),
+    }
+
+
+def test_refused_corpus_or_tokenizer_writes_nothing(tmp_path, capsys, cache_dir):
+    """A new run directory is not created; an existing run (even with --force) is left as it was."""
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    config = Config().with_overrides([f"data.cache_dir={cache_dir}"])
+    (existing / "config.json").write_text(config.to_json())
+    (existing / "metrics.jsonl").write_text('{"step": 1, "loss": 5.0}\n')
+    before = {p.name: p.read_bytes() for p in existing.iterdir()}
+    for name, (override, word) in _refused_inputs(tmp_path).items():
+        run_dir = tmp_path / "new-run"
+        argv = ["train", "--config", "tiny", "--quiet", "--set", f"data.cache_dir={cache_dir}", "--set", override]
+        assert main([*argv, "--run-dir", str(run_dir)]) == 2, name
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and word in err, (name, err)
+        assert not run_dir.exists(), name
+        assert main([*argv, "--run-dir", str(existing), "--force"]) == 2, name
+        capsys.readouterr()
+        assert {p.name: p.read_bytes() for p in existing.iterdir()} == before, name
+
+
+def test_the_corrected_command_runs_where_the_refused_one_was_refused(tmp_path, capsys, cache_dir):
+    run_dir = tmp_path / "run"
+    argv = ["train", "--config", "tiny", "--quiet", "--run-dir", str(run_dir), "--set", f"data.cache_dir={cache_dir}",
+            "--set", "train.steps=2", "--set", "train.eval_every=2", "--set", "train.checkpoint_every=2",
+            "--set", "eval.sample_tokens=0"]
+    assert main([*argv, "--set", f"data.corpus={tmp_path / 'typo'}"]) == 2
+    assert not run_dir.exists()
+    assert main(argv) == 0  # not "holds a different run"
+    assert (run_dir / "summary.json").is_file()

@@ -9,13 +9,14 @@ import argparse
 import sys
 import warnings
 
+from lmx.cli import compare, generate, info, sweep, tokenizer, train
 from lmx.cli import eval as eval_verb
-from lmx.cli import generate, info, tokenizer, train
 from lmx.errors import LmxError
 from lmx.parallel.distributed import initialize_from_env
+from lmx.train.checkpoint import CheckpointNotice
 
 EXIT_USAGE = 2
-VERBS = (train, eval_verb, info, generate, tokenizer)  # each adds its parser and sets args.func
+VERBS = (train, eval_verb, info, generate, tokenizer, sweep, compare)  # each adds its parser and sets args.func
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,8 +32,6 @@ def _one_line_notices(verb: str, default):
     """A `warnings.showwarning` that prints lmx's own notices (lmx.train.checkpoint.CheckpointNotice: a
     damaged checkpoint passed over, one without checksums) as one line, like errors; other warnings go
     to `default`."""
-    from lmx.train.checkpoint import CheckpointNotice
-
     def show(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, CheckpointNotice):
             print(f"lmx {verb}: {' '.join(str(message).split())}", file=sys.stderr, flush=True)

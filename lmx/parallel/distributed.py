@@ -29,6 +29,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from lmx import errors as lmx_errors
 from lmx.errors import ConfigError
 
 _VARIABLES = {
@@ -159,20 +160,16 @@ def on_process_zero(fn):
     instead of waiting at their next collective for a process that has exited. With one process this
     is just `fn()`.
     """
-    from lmx import errors
-
     result, error = None, None
     if jax.process_index() == 0:
         try:
             result = fn()
-        except errors.LmxError as exc:
+        except lmx_errors.LmxError as exc:
             error = exc
     if jax.process_count() == 1:
         if error is not None:
             raise error
         return result
-    from jax.experimental import multihost_utils
-
     message = f"{type(error).__name__}:{error}".encode()[:4096] if error is not None else b""
     buffer = np.zeros(4096, np.uint8)
     buffer[:len(message)] = np.frombuffer(message, np.uint8)
@@ -181,6 +178,6 @@ def on_process_zero(fn):
         raise error
     if shared:
         name, _, text = shared.decode(errors="replace").partition(":")
-        cls = getattr(errors, name, errors.LmxError)
+        cls = getattr(lmx_errors, name, lmx_errors.LmxError)
         raise cls(f"{text} (reported by process 0)")
     return result

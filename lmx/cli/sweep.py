@@ -47,6 +47,7 @@ def add_parser(verbs) -> None:
     plot.add_argument("--hue", help="one line per value of this column")
     plot.add_argument("--logx", action="store_true", help="log-scaled x axis")
     plot.add_argument("--logy", action="store_true", help="log-scaled y axis")
+    plot.add_argument("--where", action="append", default=[], help="row filter, as for `lmx sweep table`")
     plot.add_argument("--output", help="PNG path (default OUT/plot_<y>_vs_<x>.png; the CSV beside it)")
     plot.set_defaults(func=_plot)
 
@@ -67,6 +68,6 @@ def _table(args) -> int:
 
 def _plot(args) -> int:
     png, csv = sweep_plot.plot_sweep(Path(args.out), x=args.x, y=args.y, hue=args.hue, logx=args.logx,
-                                     logy=args.logy, output=args.output)
+                                     logy=args.logy, output=args.output, where=args.where)
     print(f"wrote {png} and {csv}")
     return 0

@@ -35,7 +35,7 @@ def add_parser(verbs) -> None:
     tab = sub.add_parser("table", help="the results store as a table")
     tab.add_argument("out", help="the sweep directory")
     tab.add_argument("--cols", nargs="+", help="columns to show (default: the swept keys, status and final metrics)")
-    tab.add_argument("--sort", help="column to sort by (prefix - for descending)")
+    tab.add_argument("--sort", help="column to sort by; descending with a - prefix, written --sort=-COLUMN")
     tab.add_argument("--where", action="append", default=[], help="row filter, e.g. status=done or model.n_layers>2")
     tab.add_argument("--format", choices=FORMATS, default="md", help="output format (default md)")
     tab.set_defaults(func=_table)

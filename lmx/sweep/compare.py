@@ -99,14 +99,14 @@ def _identity(run: Run) -> str:
 
 def _label(names: list[str]) -> str:
     """A group's name: its runs' common name without `seed-N` parts (sweep trial names), else their
-    common prefix, else the first name."""
+    common prefix and `*` (base-s0, base-s1 -> base-s*), else the first name."""
     if len(names) == 1:
         return names[0]
     stripped = {"_".join(p for p in n.split("--")[0].split("_") if not p.startswith("seed-")) for n in names}
     if len(stripped) == 1 and next(iter(stripped)):
         return next(iter(stripped))
     prefix = os.path.commonprefix(names).rstrip("-_.=")
-    return prefix or names[0]
+    return f"{prefix}*" if prefix else names[0]
 
 
 def group_runs(found: list[Run]) -> list[Group]:

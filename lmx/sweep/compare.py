@@ -143,9 +143,19 @@ def _cell(values: list, n: int) -> str:
     if len(set(finite)) == 1:
         text = table.format_cell(finite[0])
     else:
-        mean, std, _ = summarize(finite)
-        text = f"{mean:.5g} ± {std:.2g}"
+        text = plus_minus(*summarize(finite)[:2])
     return text + (f" ({len(finite)} of {n})" if len(finite) < n else "")
+
+
+def plus_minus(mean: float, std: float) -> str:
+    """`mean ± std` with the std to 2 significant digits and the mean to the same decimal place
+    (5.4533 ± 0.0040, 71 ± 14)."""
+    if not (math.isfinite(std) and std > 0):
+        return f"{mean:.5g} ± {std:.2g}"
+    decimals = max(0, 1 - math.floor(math.log10(std)))
+    if decimals > 8:
+        return f"{mean:.5g} ± {std:.2g}"
+    return f"{mean:.{decimals}f} ± {std:.{decimals}f}"
 
 
 def _value(values: list) -> tuple:
@@ -176,7 +186,8 @@ def comparison_table(groups: list[Group], fmt: str = "md") -> str:
                 row.append(",".join(str(r.config.get(runs.SEED_KEY)) for r in g.runs))
             row += [_cell([r.metrics[c] for r in g.runs], n) for c, _, _ in METRICS]
             rows.append(row)
-        numeric = {"n", *(label for _, _, label in METRICS)}
+        numeric = {"n", *(label for _, _, label in METRICS),
+                   *(k for k in keys if all(runs.is_finite_number(g.config.get(k)) for g in groups))}
         text = table.render(headers, rows, "md", right=[h in numeric for h in headers])
         if seeded:
             text += ("\nruns that differ only in train.seed are one row: mean ± sample std (ddof=1) over its n "

@@ -81,8 +81,8 @@ def plot_data(out: Path, x: str, y: str, hue: str | None = None, where=()) -> tu
     return x_col, y_col, hue_col, ordered
 
 
-def _slug(column: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "-", table.short_name(column))
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "-", name.strip())
 
 
 def figure(x_col: str, y_col: str, hue_col: str | None, series: list[Series], logx=False, logy=False):
@@ -126,12 +126,13 @@ def write_csv(path: Path, x_col: str, y_col: str, hue_col: str | None, series: l
 def plot_sweep(out: Path, x: str, y: str, hue: str | None = None, logx: bool = False, logy: bool = False,
                output=None, where=()) -> tuple[Path, Path]:
     """Plot column `y` against `x` of sweep directory `out`'s store; returns (png, csv) paths. Default
-    output: OUT/plot_<y>_vs_<x>.png; the CSV has the same name with .csv."""
+    output: OUT/plot_<y>_vs_<x>.png, with `x` and `y` as given (`.` and other characters outside
+    [A-Za-z0-9_-] as `-`); the CSV has the same name with .csv."""
     out = Path(out)
     x_col, y_col, hue_col, series = plot_data(out, x, y, hue, where)
     if not series:
         raise ConfigError(f"{out}: no finished trial has both {x_col} and {y_col} to plot")
-    png = Path(output) if output else out / f"plot_{_slug(y_col)}_vs_{_slug(x_col)}.png"
+    png = Path(output) if output else out / f"plot_{_slug(y)}_vs_{_slug(x)}.png"
     if png.suffix.lower() != ".png":
         png = png.with_name(png.name + ".png")
     png.parent.mkdir(parents=True, exist_ok=True)

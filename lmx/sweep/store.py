@@ -65,7 +65,7 @@ def trial_row(run_dir: Path) -> dict:
         "attempts": trial.get("attempts"),
         "wall_s": wall,
         "error": trial.get("error"),
-        "run_dir": str(run_dir),
+        "run_dir": os.path.abspath(run_dir),
         "launcher": trial.get("launcher"),
         "ensemble": trial.get("ensemble"),
         "started": trial.get("started"),

@@ -56,7 +56,13 @@ def resolve_column(name: str, columns: list[str], what: str) -> str:
     shorts = {short_name(c): c for c in columns}
     close = difflib.get_close_matches(name, list(columns) + list(shorts), n=5, cutoff=0.6)
     close = list(dict.fromkeys(shorts.get(c, c) for c in close))
-    hint = f"; did you mean {', '.join(close)}?" if close else f"; columns: {', '.join(short_name(c) for c in columns[:12])}, ..."
+    if close:
+        hint = f"; did you mean {', '.join(close)}?"
+    else:
+        fields = [c for c in columns if not c.startswith(("config.", "metrics."))]
+        metrics = [short_name(c) for c in columns if c.startswith("metrics.")]
+        hint = (f"; columns: {', '.join(fields)}, config.<dotted key> (e.g. config.model.d_model)"
+                + (f" and metrics.<name> ({', '.join(metrics)})" if metrics else ""))
     raise ConfigError(f"{what}: unknown column {name!r}{hint}")
 
 

@@ -70,9 +70,16 @@ def test_seed_groups_show_mean_std_and_n(runs, tmp_path):
     assert header == ["name", "model.d_model", "n", "seeds", "train loss", "valid loss", "params", "tokens", "wall s"]
     row = [c.strip() for c in lines[2].strip("|").split("|")]
     assert row[2:4] == ["3", "0,1,2"]
-    assert row[5] == f"{val.mean():.5g} ± {val.std(ddof=1):.2g}"
+    assert 0.01 <= val.std(ddof=1) < 0.1  # so both are written with 3 decimals
+    assert row[5] == f"{val.mean():.3f} ± {val.std(ddof=1):.3f}"
     assert row[6] == "34976"
     assert "mean ± sample std (ddof=1)" in lines[-1]
+
+
+@pytest.mark.parametrize("mean, std, text", [(5.45333, 0.00396, "5.4533 ± 0.0040"), (70.625, 13.86, "71 ± 14"),
+                                               (5.155, 0.053, "5.155 ± 0.053"), (1234.5, 0.25, "1234.50 ± 0.25")])
+def test_plus_minus_rounds_the_mean_to_the_std(mean, std, text):
+    assert compare.plus_minus(mean, std) == text
 
 
 def test_the_figure_csv_is_mean_and_min_max_over_seeds(runs, tmp_path):

@@ -213,6 +213,13 @@ def test_unknown_column_is_one_line_with_close_matches(sweep, kwargs, flag, sugg
     assert message.startswith(flag) and "unknown column" in message and suggestion in message and "\n" not in message
 
 
+def test_unknown_column_without_close_matches_lists_the_kinds_of_columns(sweep):
+    with pytest.raises(ConfigError) as err:
+        table.sweep_table(sweep, cols=["zzzz"])
+    message = str(err.value)
+    assert "columns: name, id, status" in message and "config.<dotted key>" in message and "val_loss" in message
+
+
 def test_ambiguous_short_name_is_refused(sweep):
     with pytest.raises(ConfigError, match="ambiguous: .*max_distance"):
         table.sweep_table(sweep, cols=["max_distance"])
@@ -284,6 +291,8 @@ def test_plot_without_hue_where_and_output(seeded, tmp_path):
     assert rows[0][:2] == ["config.model.d_model", "metrics.val_loss"]
     assert [(r[0], float(r[1])) for r in rows[1:]] == [("32", pytest.approx(np.mean(values[4, 32]))),
                                                         ("64", pytest.approx(np.mean(values[4, 64])))]
+    png, _ = plot.plot_sweep(out, x="model.d_model", y="metrics.val_loss")
+    assert png.name == "plot_metrics-val_loss_vs_model-d_model.png"  # the names as given
     with pytest.raises(ConfigError, match="--y: unknown column 'val_los'"):
         plot.plot_sweep(out, x="d_model", y="val_los")
     with pytest.raises(ConfigError, match="no finished trial has both"):

@@ -107,6 +107,8 @@ def test_the_figure_csv_is_mean_and_min_max_over_seeds(runs, tmp_path):
 
 
 def test_single_runs_and_a_half_finished_run(runs, tmp_path):
+    with open(runs["partial"] / "metrics.jsonl", "a") as f:
+        f.write('{"step": 6, "loss": 5.')  # a row cut short by a kill: skipped
     text, _ = compare.compare([runs["base0"], runs["wide1"], runs["partial"]], output=tmp_path / "c.png", fmt="json")
     groups = _groups(text)
     assert list(groups) == ["base-s0", "wide-s1", "partial"]

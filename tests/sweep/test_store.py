@@ -8,6 +8,7 @@ import io
 import json
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -113,6 +114,23 @@ def test_write_store_is_atomic(sweep, monkeypatch):
         store.write_store(sweep)
     assert (sweep / "results.parquet").read_bytes() == before  # the old store stays whole
     assert not list(sweep.glob(".results.parquet*"))
+
+
+def test_concurrent_writers_leave_a_whole_store(sweep):
+    with ThreadPoolExecutor(4) as pool:
+        paths = list(pool.map(lambda _: store.write_store(sweep), range(8)))
+    assert set(paths) == {sweep / "results.parquet"}
+    assert pd.read_parquet(paths[0]).shape[0] == 6 and not list(sweep.glob(".results.parquet*"))
+
+
+def test_non_finite_metrics_sort_last_and_fail_comparisons(sweep):
+    diverged = next((sweep / "trials").glob("n_layers-10_d_model-64--*"))
+    summary = json.loads((diverged / "summary.json").read_text())
+    (diverged / "summary.json").write_text(json.dumps({**summary, "val_loss": float("nan"), "final_train_loss": "nan"}))
+    rows = _table_json(sweep, sort="val_loss", cols=["name", "val_loss", "final_train_loss"], where=["status=done"])
+    assert [r["name"] for r in rows][-1] == "n_layers-10_d_model-64"
+    assert rows[-1]["metrics.val_loss"] == "nan" and rows[-1]["metrics.final_train_loss"] == "nan"
+    assert "n_layers-10_d_model-64" not in [r["name"] for r in _table_json(sweep, where=["val_loss<100"])]
 
 
 def test_read_store_rebuilds_when_missing_or_older_than_a_trial(sweep):

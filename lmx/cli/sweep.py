@@ -35,7 +35,7 @@ def add_parser(verbs) -> None:
     tab = sub.add_parser("table", help="the results store as a table")
     tab.add_argument("out", help="the sweep directory")
     tab.add_argument("--cols", nargs="+", help="columns to show (default: the swept keys, status and final metrics)")
-    tab.add_argument("--sort", help="column to sort by (prefix - for descending)")
+    tab.add_argument("--sort", help="column to sort by; descending with a - prefix, written --sort=-COLUMN")
     tab.add_argument("--where", action="append", default=[], help="row filter, e.g. status=done or model.n_layers>2")
     tab.add_argument("--format", choices=FORMATS, default="md", help="output format (default md)")
     tab.set_defaults(func=_table)
@@ -47,6 +47,7 @@ def add_parser(verbs) -> None:
     plot.add_argument("--hue", help="one line per value of this column")
     plot.add_argument("--logx", action="store_true", help="log-scaled x axis")
     plot.add_argument("--logy", action="store_true", help="log-scaled y axis")
+    plot.add_argument("--where", action="append", default=[], help="row filter, as for `lmx sweep table`")
     plot.add_argument("--output", help="PNG path (default OUT/plot_<y>_vs_<x>.png; the CSV beside it)")
     plot.set_defaults(func=_plot)
 
@@ -67,6 +68,6 @@ def _table(args) -> int:
 
 def _plot(args) -> int:
     png, csv = sweep_plot.plot_sweep(Path(args.out), x=args.x, y=args.y, hue=args.hue, logx=args.logx,
-                                     logy=args.logy, output=args.output)
+                                     logy=args.logy, output=args.output, where=args.where)
     print(f"wrote {png} and {csv}")
     return 0

@@ -1,25 +1,25 @@
 """The local launcher: `workers` trial processes at a time on this machine.
 
-Worker slot i gets its own CPUs (a disjoint share of this process's affinity set, set with
-`os.sched_setaffinity` in the child before it starts) and an environment that keeps XLA, OpenMP and BLAS
+Worker slot i gets its own CPUs (a disjoint share of this process's affinity set, taken with
+`os.sched_setaffinity` by a small `python -c` launcher that then execs the trial command) and an environment that keeps XLA, OpenMP and BLAS
 to that many threads, so trials do not fight over cores. Each child:
 - writes stdout and stderr to its job's log (RUN/trial.log);
 - runs in its own session, so a Ctrl-C in the terminal reaches only the sweep, which forwards one
   SIGTERM: the trials save a checkpoint at the next step and exit (preempted); a second Ctrl-C kills them;
-- dies with the sweep process (`prctl(PR_SET_PDEATHSIG, SIGKILL)`: `kill -9` of the sweep leaves no
-  orphan trial holding its run directory). The children are started from the thread that runs the
-  pool (the death signal follows the thread that forked, not the process).
+- dies with the sweep process (`prctl(PR_SET_PDEATHSIG, SIGKILL)`, armed by the launcher and kept across
+  exec: `kill -9` of the sweep leaves no orphan trial holding its run directory). The death signal follows
+  the thread that started the child, so the pool starts children from the thread that runs it, and waits.
 """
 
 from __future__ import annotations
 
 import collections
-import ctypes
-import ctypes.util
 import datetime
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -56,23 +56,27 @@ def thread_env(env: dict, threads: int) -> dict:
     return env
 
 
-def _libc_prctl():
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True).prctl
-    except (OSError, AttributeError):  # not Linux: no death signal
-        return None
+# Run in front of each trial command (a `python -c` that execs it, so no Python runs between fork and exec in
+# this process, which may hold JAX's threads): arm the death signal, check the sweep is still there, take the
+# slot's CPUs, exec. argv: SWEEP_PID CPUS COMMAND...
+_LAUNCH = f"""
+import ctypes, os, sys
+try:
+    ctypes.CDLL(None, use_errno=True).prctl({PR_SET_PDEATHSIG}, {int(signal.SIGKILL)}, 0, 0, 0)
+except (OSError, AttributeError):  # not Linux: no death signal
+    pass
+if os.getppid() != int(sys.argv[1]):  # the sweep died before the death signal was armed
+    os._exit(1)
+if sys.argv[2] and hasattr(os, "sched_setaffinity"):
+    os.sched_setaffinity(0, [int(cpu) for cpu in sys.argv[2].split(",")])
+os.execv(sys.argv[3], sys.argv[3:])
+"""
 
 
-def _child_setup(cpus: list[int], parent: int, prctl) -> Callable[[], None]:
-    """Runs in the child between fork and exec: die with the parent, take the slot's CPUs."""
-    def setup() -> None:
-        if prctl is not None:
-            prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-            if os.getppid() != parent:  # the parent died before the death signal was armed
-                os._exit(1)
-        if cpus and hasattr(os, "sched_setaffinity"):
-            os.sched_setaffinity(0, cpus)
-    return setup
+def launch_argv(argv: list[str], cpus: list[int], parent: int) -> list[str]:
+    """`argv` run with the death signal armed and pinned to `cpus` (the pid stays the trial's)."""
+    executable = shutil.which(argv[0]) or argv[0]
+    return [sys.executable, "-c", _LAUNCH, str(parent), ",".join(map(str, cpus)), executable, *argv[1:]]
 
 
 def log_tail(path: Path, offset: int, lines: int = TAIL_LINES) -> str:
@@ -113,7 +117,6 @@ class LocalLauncher:
         self.env = dict(os.environ if env is None else env)
         self.poll_seconds = poll_seconds
         self._signals: list[int] = []
-        self._prctl = _libc_prctl()
 
     def _start(self, job: Job, slot: int) -> _Running:
         cpus = self.slots[slot]
@@ -124,9 +127,8 @@ class LocalLauncher:
             log.flush()
             offset = log.tell()
             process = subprocess.Popen(
-                job.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd,
-                env=thread_env(self.env, len(cpus)), start_new_session=True,
-                preexec_fn=_child_setup(cpus, os.getpid(), self._prctl))
+                launch_argv(job.argv, cpus, os.getpid()), stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, cwd=self.cwd, env=thread_env(self.env, len(cpus)), start_new_session=True)
         return _Running(job, process, offset, slot)
 
     def _handle(self, signum, frame) -> None:

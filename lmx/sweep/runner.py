@@ -296,8 +296,12 @@ def build_jobs(sweep: Sweep, trials: list[Trial], out: Path, retries: int, print
     return [ensemble_job(g, out, retries) if len(g) > 1 else trial_job(sweep.base, g[0], retries) for g in groups]
 
 
+def _print(line: str) -> None:
+    print(line, flush=True)  # progress lines reach a redirected log as they happen
+
+
 def run_sweep(file: str | Path, out: str | Path, launcher: str = "local", workers: int = 1, dry_run: bool = False,
-              retries: int = 0, retry_failed: bool = False, print_fn: Callable[[str], None] = print) -> int:
+              retries: int = 0, retry_failed: bool = False, print_fn: Callable[[str], None] = _print) -> int:
     """Run or resume the trials of sweep file `file` in sweep directory `out`. Returns 0 when every trial is
     done, 1 otherwise (a trial failed, was preempted or runs elsewhere). Every problem of the sweep file is
     a ConfigError before anything is written; `dry_run` prints the plan and writes nothing."""

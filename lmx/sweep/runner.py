@@ -230,8 +230,7 @@ class _Bookkeeper:
         self.out, self.base, self.launcher, self.jobs, self.total = out, base, launcher, jobs, total
         self.print_fn = print_fn
         self.started: dict[str, float] = {}
-        self.results: dict[str, str] = {}
-        self.count = 0
+        self.count = 0  # jobs started; `total` counts the jobs, reruns included
 
     def on_start(self, job: Job, pid: int, cpus: list[int]) -> None:
         self.count += 1
@@ -257,7 +256,6 @@ class _Bookkeeper:
             status.update(status=state, finished=trial_status.now_iso(), error=error,
                           wall_s=round(float(status.get("wall_s") or 0.0) + elapsed, 3))
             trial_status.write_trial_status(trial.run_dir, status)
-            self.results[trial.id] = state
             last = (error or "").strip().splitlines()[-1:] or [""]
             detail = f": {last[0][:200]}" if error else ""
             self.print_fn(f"    {state} {trial.name} in {trial_status.format_seconds(elapsed)}{detail}")
@@ -267,6 +265,7 @@ class _Bookkeeper:
             self.print_fn(f"    rerunning {', '.join(t.name for t in failed)} ({job.retries_left} "
                           f"retr{'ies' if job.retries_left > 1 else 'y'} left)")
             self.jobs.append(self._rerun(job, failed))
+            self.total += 1
         self._write_store()
 
     def _rerun(self, job: Job, failed: list[Trial]) -> Job:
@@ -335,7 +334,7 @@ def run_sweep(file: str | Path, out: str | Path, launcher: str = "local", worker
                 status = trial_status.read_trial_status(trial.run_dir) or {}
                 print_fn(f"  {trial.name}: still running (pid {status.get('pid')} on {status.get('host')}); skipped")
         jobs = collections.deque(build_jobs(sweep, to_run, out, retries, print_fn))
-        keeper = _Bookkeeper(out, sweep.base, launcher, jobs, len(to_run), print_fn)
+        keeper = _Bookkeeper(out, sweep.base, launcher, jobs, len(jobs), print_fn)
         pool = LAUNCHERS[launcher](workers=workers, print_fn=print_fn, env=child_env())
         stopped_by = pool.run(jobs, keeper.on_start, keeper.on_finish)
     return _report(sweep, out, trials, stopped_by, print_fn)

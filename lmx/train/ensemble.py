@@ -47,6 +47,7 @@ from lmx.train.ensemble_step import (
     init_members,
     make_ensemble_eval_step,
     make_ensemble_train_step,
+    make_member_slicer,
     member_slice,
     stack_members,
     stacked_shardings,
@@ -250,7 +251,7 @@ def _train_locked(configs, run_dirs, resume, show_progress, console, data, train
             restored = _restore_members(members, abstract, data)
             if restored is not None:
                 start_step, states, data_state = restored
-                state = jax.device_put(stack_members(states), shardings)
+                state = stack_members(states, shardings)
                 iterator.set_state(iterator_state_at(data_state, base.data))
                 log.message(f"resumed the ensemble of {n} at step {start_step}")
         if state is None:
@@ -261,7 +262,8 @@ def _train_locked(configs, run_dirs, resume, show_progress, console, data, train
             m.writer = MetricsWriter(m.run_dir, truncate_after_step=start_step)
         valid = [to_global(b, trainer.batch_sharding) for b in data.valid_batches(base.train.eval_batches, 0, 1)]
         log.close()
-        loop = _EnsembleLoop(base, trainer, data, members, iterator, valid, step_fn, eval_fn, peak_lrs, timing)
+        loop = _EnsembleLoop(base, trainer, data, members, iterator, valid, step_fn, eval_fn, peak_lrs, timing,
+                             make_member_slicer(trainer.state_shardings))
         guard = PreemptionGuard(base.train.preemption_grace_seconds)
         progress = TrainProgress(base.train.steps, start_step, console=console, enabled=show_progress)
         try:
@@ -309,8 +311,9 @@ class _EnsembleLoop:
     of lmx.train.hooks, per member: non-finite policy, metrics rows, evaluation, checkpoints; the
     preemption check and the progress line once)."""
 
-    def __init__(self, config, trainer, data, members, iterator, valid, step_fn, eval_fn, peak_lrs, timing):
+    def __init__(self, config, trainer, data, members, iterator, valid, step_fn, eval_fn, peak_lrs, timing, take):
         self.config, self.trainer, self.data, self.members = config, trainer, data, members
+        self.take = take  # (stacked state, i) -> member i's TrainState, in a normal run's shardings
         self.iterator, self.valid, self.step_fn, self.eval_fn = iterator, valid, step_fn, eval_fn
         self.peak_lrs, self.timing = peak_lrs, timing
         self.saved_step: int | None = None
@@ -364,7 +367,7 @@ class _EnsembleLoop:
         if not finite:
             m.skipped += 1
             if m.config.train.nonfinite == "halt":  # this member stops; the others go on
-                params = member_slice(state.params, m.index)
+                params = self.take(state, m.index).params
                 culprit = first_nonfinite_tensor(self.trainer.graphdef, params, batch, m.config)
                 last_good = m.checkpointer.latest_step()
                 m.status = "failed"
@@ -398,7 +401,7 @@ class _EnsembleLoop:
         position = data_position(self.iterator.get_state(), self.config.data)
         for m in self.members:
             if m.active:
-                m.checkpointer.save(step, member_slice(state, m.index), position, _meta(m.config, self.data, step))
+                m.checkpointer.save(step, self.take(state, m.index), position, _meta(m.config, self.data, step))
         self.saved_step = step
 
     def end(self, state) -> None:
@@ -411,7 +414,7 @@ class _EnsembleLoop:
         for m in self.members:
             if m.status != "completed":
                 continue
-            model = nnx.merge(self.trainer.graphdef, member_slice(state.params, m.index))
+            model = nnx.merge(self.trainer.graphdef, self.take(state, m.index).params)
             completions = generate(model, self.data.tokenizer, list(config.eval.sample_prompts),
                                    max_new_tokens=config.eval.sample_tokens, context_len=config.data.seq_len,
                                    temperature=0.0)

@@ -102,21 +102,32 @@ def test_member_run_directory_is_a_normal_run(configs, ensemble, alone):
     assert set(alone[0][1]) <= set(summaries[0])
 
 
+def _truncate_arrays(step_dir):
+    """Damage a checkpoint step: cut its array files short (its restore then fails)."""
+    files = [p for p in (step_dir / "state").rglob("*") if p.is_file() and p.stat().st_size > 16]
+    assert files
+    for path in files:
+        path.write_bytes(path.read_bytes()[:8])
+
+
 def test_resume_restores_every_member(configs, ensemble, tmp_path):
     run_dirs, _ = ensemble
     copies = [tmp_path / run_dir.name for run_dir in run_dirs]
     for run_dir, copy in zip(run_dirs, copies):
         shutil.copytree(run_dir, copy)
         (copy / "summary.json").unlink()
-    for copy in copies[::2]:  # members 0 and 2 stopped after step 4; member 1 got its step 8 saved
-        shutil.rmtree(copy / "checkpoints" / "8")
-    with pytest.warns(CheckpointNotice, match="resume from step 4"):
+    # a kill during the last save: member 2's step 8 is damaged; members 0 and 1 had saved theirs
+    _truncate_arrays(copies[2] / "checkpoints" / "8")
+    with pytest.warns(CheckpointNotice, match=r"resume from step 4: member 2 step 8 failed verification"):
         summaries = train_ensemble(configs, copies, resume=True)
     for run_dir, copy, summary in zip(run_dirs, copies, summaries):
         assert summary["resumed_from"] == 4
         assert _losses(copy) == _losses(run_dir)
         for a, b in zip(_params(run_dir), _params(copy)):
             np.testing.assert_array_equal(a, b)
+    # the members' healthy step 8 was written again; the damaged one is kept aside for a look
+    assert sorted(p.name for p in (copies[0] / "checkpoints").iterdir()) == ["4", "8"]
+    assert sorted(p.name for p in (copies[2] / "checkpoints").iterdir()) == ["4", "8", "8.damaged"]
 
 
 def test_groups_and_refusals(configs, tmp_path, capsys):

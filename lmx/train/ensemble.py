@@ -278,14 +278,16 @@ def _train_locked(configs, run_dirs, resume, show_progress, console, data, train
             if m.writer:
                 m.writer.close(quiet=True)
         raise
-    try:
+    failures = []
+    for m in members:  # each raises CheckpointError naming the step if its last background save failed
+        try:
+            m.checkpointer.close()
+        except BaseException as exc:
+            failures.append(exc)
+    if failures:
         for m in members:
-            m.checkpointer.close()  # raises CheckpointError naming the step if the last background save failed
-    except BaseException:
-        for m in members:
-            if m.writer:
-                m.writer.close(quiet=True)
-        raise
+            m.writer.close(quiet=True)
+        raise failures[0]
     for m in members:
         m.writer.close()
     loop.end(state)
@@ -382,20 +384,21 @@ class _EnsembleLoop:
             m.log(step, {**{k: v for k, v in metrics.items() if k != "finite"},
                          "tokens_per_second": m.tokens_per_second() or 0.0, "skipped": m.skipped})
 
-    def evaluate(self, state, step: int | None) -> None:
-        """Validation loss, perplexity, bits per byte/char of every active member (one vmapped eval step per
-        batch), kept in `member.eval_result` and logged as `val_*` at `step` (None: not logged)."""
+    def evaluate(self, state, step: int | None, members: list[Member] | None = None) -> None:
+        """Validation loss, perplexity, bits per byte/char of `members` (default: the active ones; one
+        vmapped eval step per batch), kept in `member.eval_result` and logged as `val_*` at `step` (None:
+        not logged)."""
+        members = [m for m in self.members if m.active] if members is None else members
         totals = np.zeros((len(self.members), 4))
         for batch in self.valid:
             sums = jax.device_get(self.eval_fn(state.params, batch))
             for j, key in enumerate(("nll", "tokens", "bytes", "chars")):
                 if key in sums:
                     totals[:, j] += np.asarray(sums[key], np.float64)
-        for m in self.members:
-            if m.active:  # float64 sums over the batches in order, as lmx.eval.evaluate adds Python floats
-                m.eval_result = summarize_eval_sums(*(float(x) for x in totals[m.index]))
-                if step is not None:
-                    m.log(step, {k: m.eval_result[k] for k in _VAL_KEYS}, "val_")
+        for m in members:  # float64 sums over the batches in order, as lmx.eval.evaluate adds Python floats
+            m.eval_result = summarize_eval_sums(*(float(x) for x in totals[m.index]))
+            if step is not None:
+                m.log(step, {k: m.eval_result[k] for k in _VAL_KEYS}, "val_")
 
     def save(self, step: int, state) -> None:
         position = data_position(self.iterator.get_state(), self.config.data)
@@ -405,9 +408,11 @@ class _EnsembleLoop:
         self.saved_step = step
 
     def end(self, state) -> None:
-        """After the loop: the final evaluation if none ran, then each completed member's greedy samples."""
-        if any(m.active and not m.eval_result for m in self.members):
-            self.evaluate(state, None)
+        """After the loop: the final evaluation of a member stopped before its first one (preempted), then
+        each completed member's greedy samples."""
+        unevaluated = [m for m in self.members if m.status in ("completed", "preempted") and not m.eval_result]
+        if unevaluated:
+            self.evaluate(state, None, unevaluated)
         config = self.config
         if not (config.model.architecture.plain_decoder and config.eval.sample_prompts and config.eval.sample_tokens):
             return

@@ -153,3 +153,21 @@ def test_groups_and_refusals(configs, tmp_path, capsys):
     assert main([str(spec)]) == 2
     assert "non-empty list `members`" in capsys.readouterr().err
     assert not any(d.exists() for d in run_dirs)
+
+
+def test_a_member_that_halts_stops_alone(configs, tmp_path, capsys):
+    """Through the entry point: member 1's learning rate blows it up (train.nonfinite=halt): it stops with
+    the error a normal run raises, member 0 completes, and the exit status is 2 with one line for member 1."""
+    members = [configs[0], configs[0].replace(**{"optim.lr": 1e4, "train.seed": 1})]
+    run_dirs = [tmp_path / "calm", tmp_path / "wild"]
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"members": [{"config": c.to_dict(), "run_dir": str(d)}
+                                            for c, d in zip(members, run_dirs)], "resume": False}))
+    assert main([str(spec)]) == 2
+    calm, wild = (json.loads((d / "summary.json").read_text()) for d in run_dirs)
+    assert calm["status"] == "completed" and calm["steps"] == members[0].train.steps
+    assert wild["status"] == "failed" and wild["error"].startswith("train.nonfinite=halt: non-finite loss")
+    assert wild["steps"] < members[1].train.steps and wild["ensemble"] == {"size": 2, "index": 1}
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith(f"lmx ensemble: error: member 1 ({run_dirs[1]}): train.nonfinite=halt")
+    assert lmx.load(run_dirs[0]).step == members[0].train.steps

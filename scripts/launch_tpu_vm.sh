@@ -4,16 +4,17 @@
 # (LMX_DISTRIBUTED=auto: JAX reads the TPU metadata).
 #
 #   scripts/launch_tpu_vm.sh --name NAME --zone ZONE [--accelerator-type v5litepod-16]
-#       [--version v2-alpha-tpuv5-lite] [--project PROJECT] [--queued [--spot]] [--dry-run]
+#       [--version v2-alpha-tpuv5-lite] [--project PROJECT] [--queued [--spot] | --existing] [--dry-run]
 #       -- --config default --set 'mesh.shape={"fsdp": -1}' --set mesh.strategy=fsdp
 #
 # --queued   request the slice as a queued resource and wait until it is ACTIVE
+# --existing the TPU VM exists already (a pool slice): create nothing, copy, install and run
 # --dry-run  print the exact commands (one per line) without running any of them
 set -euo pipefail
 
-NAME="" ZONE="" TYPE="v5litepod-16" VERSION="v2-alpha-tpuv5-lite" PROJECT="" QUEUED=0 SPOT=0 DRY=0
+NAME="" ZONE="" TYPE="v5litepod-16" VERSION="v2-alpha-tpuv5-lite" PROJECT="" QUEUED=0 SPOT=0 EXISTING=0 DRY=0
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-usage() { sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --name) NAME="$2"; shift 2 ;;
@@ -23,6 +24,7 @@ while [[ $# -gt 0 ]]; do
     --project) PROJECT="$2"; shift 2 ;;
     --queued) QUEUED=1; shift ;;
     --spot) SPOT=1; shift ;;
+    --existing) EXISTING=1; shift ;;
     --dry-run) DRY=1; shift ;;
     -h|--help) usage 0 ;;
     --) shift; break ;;
@@ -31,6 +33,7 @@ while [[ $# -gt 0 ]]; do
 done
 [[ -n "$NAME" && -n "$ZONE" ]] || { echo "launch_tpu_vm.sh: --name and --zone are required" >&2; exit 2; }
 [[ $# -gt 0 ]] || { echo "launch_tpu_vm.sh: give the lmx train arguments after --" >&2; exit 2; }
+[[ $EXISTING -eq 1 && $QUEUED -eq 1 ]] && { echo "launch_tpu_vm.sh: --existing and --queued exclude each other" >&2; exit 2; }
 
 q() {  # shell-quote one word: as is when safe, else in single quotes
   if [[ "$1" =~ ^[A-Za-z0-9_./:=,@%+-]+$ ]]; then printf '%s' "$1"; else printf "'%s'" "${1//\'/\'\\\'\'}"; fi
@@ -46,7 +49,9 @@ run() {  # print the command (dry run) or run it
 }
 
 # 1. the TPU VM: reuse it if it exists, otherwise create it (directly or as a queued resource)
-if [[ $QUEUED -eq 1 ]]; then
+if [[ $EXISTING -eq 1 ]]; then
+  :  # a slice of the caller's pool: never created or deleted here
+elif [[ $QUEUED -eq 1 ]]; then
   create=(gcloud compute tpus queued-resources create "$NAME" --node-id="$NAME" "${COMMON[@]}"
           --accelerator-type="$TYPE" --runtime-version="$VERSION")
   [[ $SPOT -eq 1 ]] && create+=(--spot)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from lmx.sweep import plot as sweep_plot
 from lmx.sweep import runner, status, table
+from lmx.sweep.launchers import RayOptions, TpuOptions
 
 LAUNCHERS = ("local", "ray", "tpu")
 FORMATS = ("md", "csv", "json")
@@ -26,6 +27,20 @@ def add_parser(verbs) -> None:
     run.add_argument("--dry-run", action="store_true", help="print the plan (trials, ids, overrides, state); run nothing")
     run.add_argument("--retries", type=int, default=0, help="reruns of a trial that fails in this invocation")
     run.add_argument("--retry-failed", action="store_true", help="rerun trials recorded as failed by earlier runs")
+    ray = run.add_argument_group("ray launcher")
+    ray.add_argument("--ray-address", help="the Ray cluster (default: $RAY_ADDRESS, else auto)")
+    ray.add_argument("--ray-cpus", type=float, default=1.0, help="CPUs each trial takes on the cluster (default 1)")
+    ray.add_argument("--ray-gpus", type=float, default=0.0, help="GPUs each trial takes on the cluster (default 0)")
+    tpu = run.add_argument_group("tpu launcher (scripts/launch_tpu_vm.sh on Cloud TPU slices)")
+    tpu.add_argument("--tpu-zone", help="zone of the slices, e.g. us-west4-a")
+    tpu.add_argument("--tpu-type", default="v5litepod-16", help="accelerator type (default v5litepod-16)")
+    tpu.add_argument("--tpu-version", default="v2-alpha-tpuv5-lite", help="TPU software version")
+    tpu.add_argument("--tpu-project", help="Google Cloud project (default: gcloud's)")
+    tpu.add_argument("--tpu-mode", default="vm", help="vm: a TPU VM per trial; queued: a queued resource per "
+                     "trial; pool: the existing VMs of --tpu-pool (default vm)")
+    tpu.add_argument("--tpu-pool", default="", help="comma-separated names of existing TPU VMs (--tpu-mode pool)")
+    tpu.add_argument("--tpu-spot", action="store_true", help="spot capacity (--tpu-mode queued)")
+    tpu.add_argument("--tpu-delete", action="store_true", help="delete each trial's slice after it (vm, queued)")
     run.set_defaults(func=_run)
 
     stat = sub.add_parser("status", help="pending/running/done/failed trials of a sweep directory, with progress")
@@ -52,9 +67,21 @@ def add_parser(verbs) -> None:
     plot.set_defaults(func=_plot)
 
 
+def _launcher_options(args):
+    if args.launcher == "ray":
+        return RayOptions(address=args.ray_address, cpus=args.ray_cpus, gpus=args.ray_gpus)
+    if args.launcher == "tpu":
+        return TpuOptions(zone=args.tpu_zone or "", accelerator_type=args.tpu_type, version=args.tpu_version,
+                          project=args.tpu_project, mode=args.tpu_mode,
+                          pool=tuple(name for name in args.tpu_pool.split(",") if name), spot=args.tpu_spot,
+                          delete=args.tpu_delete)
+    return None
+
+
 def _run(args) -> int:
     return runner.run_sweep(Path(args.file), Path(args.out), launcher=args.launcher, workers=args.workers,
-                            dry_run=args.dry_run, retries=args.retries, retry_failed=args.retry_failed)
+                            dry_run=args.dry_run, retries=args.retries, retry_failed=args.retry_failed,
+                            options=_launcher_options(args))
 
 
 def _status(args) -> int:

@@ -300,10 +300,12 @@ def _print(line: str) -> None:
 
 
 def run_sweep(file: str | Path, out: str | Path, launcher: str = "local", workers: int = 1, dry_run: bool = False,
-              retries: int = 0, retry_failed: bool = False, print_fn: Callable[[str], None] = _print) -> int:
+              retries: int = 0, retry_failed: bool = False, print_fn: Callable[[str], None] = _print,
+              options=None) -> int:
     """Run or resume the trials of sweep file `file` in sweep directory `out`. Returns 0 when every trial is
     done, 1 otherwise (a trial failed, was preempted or runs elsewhere). Every problem of the sweep file is
-    a ConfigError before anything is written; `dry_run` prints the plan and writes nothing."""
+    a ConfigError before anything is written; `dry_run` prints the plan (and, for the tpu launcher, every
+    command it would run) and writes nothing. `options`: RayOptions or TpuOptions for those launchers."""
     file, out = Path(file), Path(out)
     if launcher not in LAUNCHERS:
         raise ConfigError(f"--launcher: {launcher!r} is not available in this version (available: "
@@ -315,10 +317,22 @@ def run_sweep(file: str | Path, out: str | Path, launcher: str = "local", worker
     sweep = load_sweep_file(file)
     trials = resolve_trials(sweep, out, source=str(file))
     rows = plan(trials, retry_failed)
+    if launcher == "tpu" and sweep.ensemble:
+        raise ConfigError("--launcher tpu: ensemble=True sweeps run with the local or ray launcher")
+    extra = {"options": options} if launcher != "local" else {}
+    if launcher == "tpu":
+        extra["sweep"] = sweep.name
+    pool = LAUNCHERS[launcher](workers=workers, print_fn=print_fn, env=child_env(), **extra)
     if dry_run:
         print_plan(sweep, file, out, rows, print_fn)
+        if hasattr(pool, "dry_run_lines"):
+            to_run = [trial for trial, _, action in rows if action != "skip"]
+            for line in pool.dry_run_lines([trial_job(sweep.base, t, 0) for t in to_run]):
+                print_fn(line)
         print_fn(f"dry run: {_tally(rows)}; nothing started")
         return 0
+    if hasattr(pool, "check_reachable"):  # a launcher's cluster, checked before anything is written
+        pool.check_reachable()
     with SweepLock(out):
         rows = plan(trials, retry_failed)  # again, under the lock
         write_manifest(out, sweep, file, trials)
@@ -335,7 +349,6 @@ def run_sweep(file: str | Path, out: str | Path, launcher: str = "local", worker
                 print_fn(f"  {trial.name}: still running (pid {status.get('pid')} on {status.get('host')}); skipped")
         jobs = collections.deque(build_jobs(sweep, to_run, out, retries, print_fn))
         keeper = _Bookkeeper(out, sweep.base, launcher, jobs, len(jobs), print_fn)
-        pool = LAUNCHERS[launcher](workers=workers, print_fn=print_fn, env=child_env())
         stopped_by = pool.run(jobs, keeper.on_start, keeper.on_finish)
     return _report(sweep, out, trials, stopped_by, print_fn)
 

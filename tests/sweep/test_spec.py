@@ -249,7 +249,7 @@ def test_derived_chains_functions_and_refuses_non_dicts():
 def test_the_depth_width_experiment_resolves(tmp_path):
     file = Path(__file__).resolve().parents[2] / "experiments" / "depth_width.py"
     trials = resolve_trials(load_sweep_file(file), tmp_path)
-    assert [(t.config.model.n_layers, t.config.model.d_model) for t in trials] == [(4, 256), (4, 128), (2, 256),
-                                                                                    (2, 128)]
-    assert all(t.config.model.resolved_head_dim == 32 and t.config.train.steps == 800 for t in trials)
+    assert [(t.config.model.n_layers, t.config.model.d_model) for t in trials] == [
+        (4, 256), (4, 128), (4, 64), (2, 256), (2, 128), (2, 64)]
+    assert all(t.config.model.resolved_head_dim == 32 and t.config.train.steps == 600 for t in trials)
     assert all(t.config.model.n_heads == 2 * t.config.model.n_kv_heads for t in trials)

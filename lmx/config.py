@@ -720,6 +720,19 @@ def leaf_keys(config=None, prefix: str = "") -> list[str]:
     return keys
 
 
+def flat_config(config) -> dict:
+    """`config` flattened: {dotted key: value} for every leaf key, in declaration order (what sweep
+    files' `derive` reads, and what ensemble grouping compares)."""
+    tree = config.to_dict()
+    view = {}
+    for key in leaf_keys(config):
+        node = tree
+        for part in key.split("."):
+            node = node[part]
+        view[key] = node
+    return view
+
+
 _DOTTED_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 

@@ -6,7 +6,6 @@ A sweep file (experiments/NAME.py) defines `sweep = Sweep(...)` with the helpers
 """
 
 from lmx.sweep.spec import (
-    ENSEMBLE_KEYS,
     Sweep,
     Trial,
     derived,
@@ -18,6 +17,7 @@ from lmx.sweep.spec import (
     uniform,
     zipped,
 )
+from lmx.train.ensemble import ENSEMBLE_KEYS  # the keys in which ensemble members may differ
 
 __all__ = ["ENSEMBLE_KEYS", "Sweep", "Trial", "derived", "grid", "loguniform", "product", "randint",
            "random_search", "uniform", "zipped"]

@@ -15,9 +15,9 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from lmx.config import RENAMED_KEYS, Config, leaf_keys, load_config
+from lmx.config import RENAMED_KEYS, Config, flat_config, leaf_keys, load_config
 from lmx.errors import ConfigError
-from lmx.sweep.spec import Overrides, Sweep, Trial, flat_view, format_value, trial_id, trial_name
+from lmx.sweep.spec import Overrides, Sweep, Trial, format_value, trial_id, trial_name
 
 # set by the launcher from OUT/trials/NAME--ID: a sweep file must not choose it
 SWEEP_OWNED_KEYS = ("train.run_dir",)
@@ -108,7 +108,7 @@ def _resolve_one(sweep: Sweep, base: Config, fixed: Overrides, own: Overrides, n
         return None, [f"trial {name}: {exc}"]
     if sweep.derive is not None:
         try:
-            extra = sweep.derive(flat_view(config))
+            extra = sweep.derive(flat_config(config))
             if not isinstance(extra, dict):
                 raise TypeError(f"must return a dict of overrides, got {type(extra).__name__}")
         except Exception as exc:  # user code

@@ -30,7 +30,8 @@ from lmx.errors import ConfigError
 from lmx.sweep import status as trial_status
 from lmx.sweep.launchers import LAUNCHERS, Job
 from lmx.sweep.loader import load_sweep_file, resolve_trials
-from lmx.sweep.spec import ENSEMBLE_KEYS, Sweep, Trial, format_value, identity
+from lmx.sweep.spec import Sweep, Trial, format_value
+from lmx.train.ensemble import ensemble_groups as train_ensemble_groups
 
 try:  # store: lmx/sweep/store.py (the results store); the runner works without it
     from lmx.sweep.store import write_store
@@ -73,15 +74,9 @@ def child_env() -> dict:
 
 
 def ensemble_groups(trials: list[Trial]) -> list[list[Trial]]:
-    """Trials whose configs differ only in ENSEMBLE_KEYS (and run-location keys), grouped, in order."""
-    groups: dict[str, list[Trial]] = {}
-    for trial in trials:
-        tree = identity(trial.config)
-        for key in ENSEMBLE_KEYS:
-            section, field = key.split(".")
-            tree[section].pop(field, None)
-        groups.setdefault(json.dumps(tree, sort_keys=True), []).append(trial)
-    return list(groups.values())
+    """Trials whose configs differ only in ENSEMBLE_KEYS (and run-location keys), grouped, in order: the
+    grouping lmx.train.ensemble itself accepts."""
+    return [[trials[i] for i in group] for group in train_ensemble_groups([t.config for t in trials])]
 
 
 def ensemble_id(members: list[Trial]) -> str:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from lmx.config import leaf_keys
 from lmx.errors import ConfigError
+from lmx.sweep.spec import RUN_LOCATION_KEYS  # noqa: F401  (one definition; table, plot and compare read it here)
 
 # Config keys that only say where a run reads or writes: never part of what a run *is* (ignored when
 # runs are grouped by seed, and never shown as a swept key).
-RUN_LOCATION_KEYS = ("train.run_dir", "data.cache_dir")
 SEED_KEY = "train.seed"
 
 # summary.json entries that are not final metrics (paths, fingerprints, nested records).

@@ -25,13 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from lmx.config import Config, leaf_keys
+from lmx.config import Config
 from lmx.errors import ConfigError
 
 # Keys that say only where a run reads or writes, not what it computes: left out of the trial id.
 RUN_LOCATION_KEYS = ("train.run_dir", "data.cache_dir")
-# Keys in which the members of one vmapped ensemble may differ (Sweep(ensemble=True)).
-ENSEMBLE_KEYS = ("train.seed", "optim.lr", "model.init_std")
 
 Overrides = dict[str, Any]
 
@@ -242,15 +240,3 @@ def trial_id(config: Config) -> str:
     """First 10 hex digits of SHA-256 over the canonical JSON (sorted keys) of `identity(config)`."""
     blob = json.dumps(identity(config), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
-
-
-def flat_view(config: Config) -> dict:
-    """The resolved config flattened: {dotted key: value} for every leaf key (what `derive` reads)."""
-    tree = config.to_dict()
-    view = {}
-    for key in leaf_keys(config):
-        node = tree
-        for part in key.split("."):
-            node = node[part]
-        view[key] = node
-    return view

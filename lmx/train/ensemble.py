@@ -33,7 +33,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-from lmx.config import Config, leaf_keys
+from lmx.config import Config, flat_config
 from lmx.data import prepare_data
 from lmx.data.pipeline import data_position, iterator_state_at
 from lmx.decode import generate
@@ -78,19 +78,8 @@ _VAL_KEYS = ("loss", "perplexity", "bits_per_byte", "bits_per_char")
 # --- which configs can train together ------------------------------------------------------
 
 
-def _flat(config: Config) -> dict:
-    tree = config.to_dict()
-    out = {}
-    for key in leaf_keys(config):
-        node = tree
-        for part in key.split("."):
-            node = node[part]
-        out[key] = node
-    return out
-
-
 def _shared_part(config: Config) -> str:
-    flat = _flat(config)
+    flat = flat_config(config)
     return json.dumps({k: v for k, v in flat.items() if k not in ENSEMBLE_KEYS + LOCATION_KEYS}, sort_keys=True)
 
 
@@ -107,9 +96,9 @@ def check_ensemble(configs: Sequence[Config]) -> None:
     """ConfigError (one line, naming the first differing key) unless `configs` can train as one ensemble."""
     if not configs:
         raise ConfigError("ensemble: no members")
-    first = _flat(configs[0])
+    first = flat_config(configs[0])
     for i, config in enumerate(configs[1:], start=1):
-        flat = _flat(config)
+        flat = flat_config(config)
         for key in first:
             if key in ENSEMBLE_KEYS + LOCATION_KEYS or flat[key] == first[key]:
                 continue
